@@ -1,0 +1,1 @@
+"""toposched: models package."""

@@ -1,0 +1,422 @@
+"""Cluster spec: the pydantic model of a GPU cluster, loaded from YAML or JSON.
+
+A spec names its network levels (widest first, the host level is implicit), the node
+types it uses (presets such as ``dgx-h100`` or its own), and its nodes, either one by
+one or in compact groups (template x count with generated names and level values).
+
+``load_cluster(text_or_path)`` validates a spec and returns a ``ClusterSpec`` whose
+``expand()`` gives the concrete node list; every error is a ``SpecError`` that names
+the file, the path inside it, the value and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from models.errors import SpecError
+
+PCIE_RELATIONS = ("PIX", "PXB", "PHB", "NODE", "SYS")
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GpuSpec(_Strict):
+    """The GPUs of a node: all of one model."""
+
+    count: Annotated[int, Field(ge=0, le=64)]
+    model: str = ""
+    memory_mib: Annotated[int, Field(ge=0)] = 0
+
+
+class NvLinkSpec(_Strict):
+    """A bonded set of NVLinks between two GPUs of the same node."""
+
+    gpus: tuple[int, int]
+    links: Annotated[int, Field(ge=1, le=64)] = 1
+
+
+class NvSwitchSpec(_Strict):
+    """All GPUs of the node reach each other through NVSwitch."""
+
+    links_per_gpu: Annotated[int, Field(ge=1, le=64)] = 18
+
+
+class PcieSpec(_Strict):
+    """Where one GPU sits on the PCIe tree.
+
+    Two GPUs on the same ``switch`` are PIX; under a common ``upstream`` switch PXB;
+    on the same ``host_bridge`` PHB; on the same ``numa`` node NODE; otherwise SYS.
+    """
+
+    gpu: int
+    switch: str | None = None
+    upstream: str | None = None
+    host_bridge: str | None = None
+    numa: Annotated[int, Field(ge=0)] = 0
+
+
+class NicSpec(_Strict):
+    """A network interface and the GPUs that sit next to it (GPUDirect RDMA)."""
+
+    name: str
+    bandwidth_gbps: Annotated[float, Field(gt=0)] = 400.0
+    gpus: tuple[int, ...] = ()
+    rail: int | None = None
+    numa: int | None = None
+
+
+class NodeTopologySpec(_Strict):
+    """Intra-node topology: GPUs, NVLink/NVSwitch, PCIe placement, NUMA, NICs.
+
+    PCIe relations come either from ``pcie`` (one entry per GPU, relations derived) or
+    from ``pcie_matrix`` (N x N cells as ``nvidia-smi topo -m`` prints them, ``X`` on the
+    diagonal); the matrix wins where both are given.
+    """
+
+    gpus: GpuSpec
+    nvswitch: NvSwitchSpec | None = None
+    nvlinks: tuple[NvLinkSpec, ...] = ()
+    nvlink_generation: Annotated[int, Field(ge=1, le=6)] | None = None
+    pcie: tuple[PcieSpec, ...] = ()
+    pcie_matrix: tuple[tuple[str, ...], ...] | None = None
+    pcie_gen: Annotated[int, Field(ge=1, le=6)] = 4
+    numa: tuple[int, ...] | None = None
+    nics: tuple[NicSpec, ...] = ()
+    measured_p2p_gbps: tuple[tuple[float, ...], ...] | None = None
+
+    @model_validator(mode="after")
+    def _check_indices(self) -> NodeTopologySpec:
+        n = self.gpus.count
+        rng = f"node has GPUs 0-{n - 1}" if n else "node has no GPUs"
+
+        def check(idx: int, where: str) -> None:
+            if not 0 <= idx < n:
+                raise ValueError(f"{where}: GPU {idx} out of range ({rng})")
+
+        for i, link in enumerate(self.nvlinks):
+            a, b = link.gpus
+            check(a, f"nvlinks[{i}].gpus")
+            check(b, f"nvlinks[{i}].gpus")
+            if a == b:
+                raise ValueError(f"nvlinks[{i}].gpus: a GPU cannot link to itself ({a})")
+        seen: set[int] = set()
+        for i, p in enumerate(self.pcie):
+            check(p.gpu, f"pcie[{i}].gpu")
+            if p.gpu in seen:
+                raise ValueError(f"pcie[{i}].gpu: GPU {p.gpu} listed twice")
+            seen.add(p.gpu)
+        if self.pcie and len(seen) != n:
+            missing = sorted(set(range(n)) - seen)
+            raise ValueError(f"pcie: GPUs {missing} have no entry (give one per GPU or none)")
+        if self.pcie_matrix is not None:
+            if len(self.pcie_matrix) != n or any(len(r) != n for r in self.pcie_matrix):
+                raise ValueError(f"pcie_matrix: must be {n} x {n}")
+            for i, row in enumerate(self.pcie_matrix):
+                for j, cell in enumerate(row):
+                    ok = cell == "X" if i == j else cell in PCIE_RELATIONS
+                    if not ok:
+                        raise ValueError(
+                            f"pcie_matrix[{i}][{j}]: {cell!r} is not one of "
+                            f"{'X' if i == j else '/'.join(PCIE_RELATIONS)}"
+                        )
+                    if i != j and self.pcie_matrix[j][i] != cell:
+                        raise ValueError(f"pcie_matrix[{i}][{j}]: not symmetric")
+        if self.numa is not None and len(self.numa) != n:
+            raise ValueError(f"numa: needs one entry per GPU ({n}), got {len(self.numa)}")
+        for i, nic in enumerate(self.nics):
+            for g in nic.gpus:
+                check(g, f"nics[{i}].gpus")
+        names = [nic.name for nic in self.nics]
+        if len(set(names)) != len(names):
+            raise ValueError("nics: duplicate NIC names")
+        if self.measured_p2p_gbps is not None:
+            if len(self.measured_p2p_gbps) != n or any(len(r) != n for r in self.measured_p2p_gbps):
+                raise ValueError(f"measured_p2p_gbps: must be {n} x {n}")
+        return self
+
+    def gpu_numa(self) -> list[int]:
+        """NUMA node of each GPU (0 where nothing says otherwise)."""
+        if self.numa is not None:
+            return list(self.numa)
+        if self.pcie:
+            by_gpu = {p.gpu: p.numa for p in self.pcie}
+            return [by_gpu[g] for g in range(self.gpus.count)]
+        return [0] * self.gpus.count
+
+    def nvlink_matrix(self) -> list[list[int]]:
+        """Bonded NVLink count for every GPU pair (NVSwitch counts as links_per_gpu)."""
+        n = self.gpus.count
+        m = [[0] * n for _ in range(n)]
+        if self.nvswitch is not None:
+            for a in range(n):
+                for b in range(n):
+                    if a != b:
+                        m[a][b] = self.nvswitch.links_per_gpu
+        for link in self.nvlinks:
+            a, b = link.gpus
+            m[a][b] = m[b][a] = link.links if self.nvswitch is None else max(m[a][b], link.links)
+        return m
+
+    def pcie_relation_matrix(self) -> list[list[str]]:
+        """PCIe relation of every GPU pair, ``X`` on the diagonal."""
+        n = self.gpus.count
+        if self.pcie_matrix is not None:
+            return [list(r) for r in self.pcie_matrix]
+        numa = self.gpu_numa()
+        by_gpu = {p.gpu: p for p in self.pcie}
+        out = [["X"] * n for _ in range(n)]
+        for a in range(n):
+            for b in range(n):
+                if a == b:
+                    continue
+                pa, pb = by_gpu.get(a), by_gpu.get(b)
+                if pa and pb and pa.switch and pa.switch == pb.switch:
+                    rel = "PIX"
+                elif pa and pb and pa.upstream and pa.upstream == pb.upstream:
+                    rel = "PXB"
+                elif pa and pb and pa.host_bridge and pa.host_bridge == pb.host_bridge:
+                    rel = "PHB"
+                elif numa[a] == numa[b]:
+                    rel = "NODE"
+                else:
+                    rel = "SYS"
+                out[a][b] = rel
+        return out
+
+
+class TaintSpec(_Strict):
+    key: str
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class NodeStateSpec(_Strict):
+    ready: bool = True
+    unschedulable: bool = False
+    taints: tuple[TaintSpec, ...] = ()
+
+
+class LevelSpec(_Strict):
+    """One network tier, widest first. ``label`` is the node label that carries it."""
+
+    name: str
+    label: str | None = None
+    bandwidth_gbps: Annotated[float, Field(gt=0)] | None = None
+    oversubscription: Annotated[float, Field(ge=1.0)] = 1.0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", v) or v in ("host", "node"):
+            raise ValueError(f"level name {v!r} must be lower-case letters/digits and not 'host'/'node'")
+        return v
+
+    def label_key(self) -> str:
+        return self.label or f"topology.toposched.io/{self.name}"
+
+
+class NodeSpec(_Strict):
+    """One node. Its topology is a named node type or given explicitly."""
+
+    name: str
+    type: str | None = None
+    topology: NodeTopologySpec | None = None
+    cpu_milli: Annotated[int, Field(ge=0)] | None = None
+    memory_mib: Annotated[int, Field(ge=0)] | None = None
+    max_pods: Annotated[int, Field(ge=1)] = 110
+    levels: dict[str, str] = Field(default_factory=dict)
+    clique: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    state: NodeStateSpec = NodeStateSpec()
+
+    @model_validator(mode="after")
+    def _type_or_topology(self) -> NodeSpec:
+        if self.type is None and self.topology is None:
+            raise ValueError("a node needs `type` (a node type name) or `topology`")
+        return self
+
+
+class LevelPattern(_Strict):
+    """How a group generates one level's value: node ``i`` of the group lands in
+    domain ``(start + i // every)``, formatted with ``format`` (``{n}`` is that number)."""
+
+    every: Annotated[int, Field(ge=1)]
+    format: str = "{level}{n}"
+    start: Annotated[int, Field(ge=0)] = 0
+
+
+class NodeGroupSpec(_Strict):
+    """Compact form: ``count`` nodes from one template, names and levels generated.
+
+    ``name`` is a Python format string over ``{i}`` (index in the group, 0-based) and
+    ``{g}`` (index + ``first``), e.g. ``gpu-{g:04d}``. Each level is either a fixed
+    value (all nodes share it) or a pattern (``every: 32`` -> a new rack each 32 nodes).
+    ``clique_every`` groups consecutive nodes into NVLink cliques.
+    """
+
+    name: str
+    count: Annotated[int, Field(ge=1, le=100_000)]
+    first: Annotated[int, Field(ge=0)] = 0
+    type: str | None = None
+    topology: NodeTopologySpec | None = None
+    cpu_milli: Annotated[int, Field(ge=0)] | None = None
+    memory_mib: Annotated[int, Field(ge=0)] | None = None
+    max_pods: Annotated[int, Field(ge=1)] = 110
+    levels: dict[str, str | LevelPattern] = Field(default_factory=dict)
+    clique_every: Annotated[int, Field(ge=1)] | None = None
+    clique_format: str = "clique-{n}"
+    labels: dict[str, str] = Field(default_factory=dict)
+    state: NodeStateSpec = NodeStateSpec()
+
+    @model_validator(mode="after")
+    def _check(self) -> NodeGroupSpec:
+        if self.type is None and self.topology is None:
+            raise ValueError("a group needs `type` (a node type name) or `topology`")
+        try:
+            self.name.format(i=0, g=0)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"name: bad format string {self.name!r} ({exc}); use {{i}} or {{g}}") from None
+        return self
+
+
+class NodeTypeSpec(_Strict):
+    """A reusable node template: topology plus CPU and memory."""
+
+    topology: NodeTopologySpec
+    cpu_milli: Annotated[int, Field(ge=0)] = 0
+    memory_mib: Annotated[int, Field(ge=0)] = 0
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class ClusterSpec(_Strict):
+    """A whole cluster. ``levels`` widest first; the host level is implicit."""
+
+    name: str = "cluster"
+    description: str = ""
+    levels: tuple[LevelSpec, ...] = ()
+    rail_level: str | None = None
+    clique_bandwidth_gbps: Annotated[float, Field(gt=0)] | None = None
+    node_types: dict[str, NodeTypeSpec] = Field(default_factory=dict)
+    nodes: tuple[NodeSpec, ...] = ()
+    groups: tuple[NodeGroupSpec, ...] = ()
+
+    @model_validator(mode="after")
+    def _check_levels(self) -> ClusterSpec:
+        names = [lv.name for lv in self.levels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"levels: duplicate level names {names}")
+        if self.rail_level is not None and self.rail_level not in names:
+            raise ValueError(f"rail_level: {self.rail_level!r} is not one of the levels {names}")
+        return self
+
+    def level_names(self) -> list[str]:
+        return [lv.name for lv in self.levels]
+
+
+class ResolvedNode(BaseModel):
+    """A concrete node after expansion: type resolved, levels filled in."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    type_name: str
+    topology: NodeTopologySpec
+    cpu_milli: int
+    memory_mib: int
+    max_pods: int
+    levels: tuple[str, ...]
+    clique: str | None
+    labels: dict[str, str]
+    state: NodeStateSpec
+    where: str
+
+
+def _fmt_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after[_check_indices()]",) or str(part).startswith("function-"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _value_at(data: Any, loc: tuple[Any, ...]) -> tuple[bool, Any]:
+    cur = data
+    for part in loc:
+        try:
+            cur = cur[part]
+        except (KeyError, IndexError, TypeError):
+            return False, None
+    return True, cur
+
+
+def spec_error_from_validation(exc: ValidationError, data: Any, source: str | None) -> SpecError:
+    """Turn pydantic's first error into one ``SpecError`` naming path, value and fix."""
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
+    path = _fmt_loc(loc)
+    msg = err["msg"].removeprefix("Value error, ")
+    has, value = _value_at(data, loc)
+    etype = err["type"]
+    fix = None
+    if etype == "extra_forbidden":
+        parent = _fmt_loc(loc[:-1]) or "the top level"
+        msg = f"unknown key {loc[-1]!r}"
+        fix = f"remove it or check its spelling (see docs/cluster-spec.md for the keys of {parent})"
+        has = False
+    elif etype == "missing":
+        msg = f"required key {loc[-1]!r} is missing"
+        fix = "add it (see docs/cluster-spec.md)"
+        has = False
+    elif etype.endswith("_type") or etype.endswith("_parsing"):
+        fix = "fix the value's type"
+    return SpecError(msg, source=source, path=path or None, value=value if has else None, fix=fix, has_value=has)
+
+
+def parse_document(text: str, source: str) -> Any:
+    """Parse YAML (a superset of JSON) and map syntax errors to ``SpecError``."""
+    try:
+        if source.endswith(".json"):
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", source=source,
+                        fix="fix the syntax") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"malformed YAML{where}: {problem}", source=source, fix="fix the syntax") from None
+
+
+def read_text(path: str | Path) -> str:
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        raise SpecError("file not found", source=str(path), fix="check the path") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read file: {exc}", source=str(path)) from None
+
+
+def validate_model(model: type[BaseModel], data: Any, source: str | None) -> Any:
+    if not isinstance(data, dict):
+        raise SpecError(f"the document must be a mapping, not {type(data).__name__}", source=source,
+                        fix="start the file with keys such as `name:` and `nodes:`")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise spec_error_from_validation(exc, data, source) from None

@@ -1,0 +1,1 @@
+"""toposched: plugins package."""

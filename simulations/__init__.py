@@ -1,0 +1,1 @@
+"""toposched: simulations package."""
