@@ -1,0 +1,98 @@
+"""``toposched place``: answer one placement question from files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from models.cluster import load_cluster
+from models.errors import SpecError
+from models.placement import Decision
+from models.requests import RequestFile
+from models.spec import parse_document, read_text, validate_model
+from models.state import StateFile, load_state_into
+from models.topology import build_arrays
+from scheduler.engine import Engine, PlacementConfig, place
+from scheduler.ledger import Ledger
+
+NAME = "place"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(NAME, help="decide placements for a request file",
+                       description="Decide where pods, gangs and replica sets go on a cluster (optionally already in use).")
+    p.add_argument("--cluster", required=True, help="cluster spec file or preset name")
+    p.add_argument("--state", help="allocations already in place (YAML/JSON)")
+    p.add_argument("--request", required=True, help="request file (YAML/JSON): pods, gangs, replica_sets")
+    p.add_argument("--config", help="placement config (YAML/JSON): profile, plugins and weights, gang solver")
+    p.add_argument("--profile", help="placement profile (overrides the config's)")
+    p.add_argument("--time-limit", type=float, help="gang solver time limit in seconds")
+    p.add_argument("--json", action="store_true", help="print the decision as JSON")
+
+
+def load_request(path: str) -> RequestFile:
+    return validate_model(RequestFile, parse_document(read_text(path), path), path)
+
+
+def load_config(path: str | None) -> PlacementConfig:
+    if path is None:
+        return PlacementConfig()
+    return validate_model(PlacementConfig, parse_document(read_text(path), path), path)
+
+
+def decide(args: argparse.Namespace) -> Decision:
+    cluster = load_cluster(args.cluster)
+    arrays = build_arrays(cluster)
+    ledger = Ledger(arrays)
+    if args.state:
+        state = validate_model(StateFile, parse_document(read_text(args.state), args.state), args.state)
+        load_state_into(ledger, state, args.state)
+    config = load_config(args.config)
+    updates = {}
+    if args.profile:
+        updates["profile"] = args.profile
+    if args.time_limit is not None:
+        updates["gang"] = config.gang.model_copy(update={"time_limit_s": args.time_limit})
+    config = config.model_copy(update=updates)
+    try:
+        engine = Engine.from_config(config)
+    except KeyError as exc:
+        raise SpecError(str(exc.args[0]), source=args.config or "--profile") from None
+    request = load_request(args.request)
+    return place(ledger.snapshot(), request, engine)
+
+
+def render_table(decision: Decision) -> str:
+    lines = []
+    for o in decision.outcomes:
+        r = o.report
+        head = f"{o.kind} {o.request}: {r.status.value} ({r.solver}, {r.time_s * 1000:.1f} ms)"
+        if r.gap is not None:
+            head += f", gap {r.gap:.3g}"
+        lines.append(head)
+        if not o.placed:
+            lines.append(f"  unplaced: {o.reason}")
+            continue
+        if r.objective:
+            terms = ", ".join(f"{k}={v:g}" for k, v in r.objective.items())
+            lines.append(f"  objective: {terms}")
+        width = max((len(p.pod) for p in o.placements), default=3)
+        for p in o.placements:
+            gpus = ",".join(map(str, p.gpus)) or "-"
+            share = f" ({p.gpu_milli}m)" if p.gpu_milli < 1000 and p.gpus else ""
+            lines.append(f"  {p.pod:<{width}}  {p.node:<16} GPUs {gpus}{share}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    decision = decide(args)
+    if args.json:
+        json.dump(decision.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(render_table(decision))
+    return 0
+
+
+

@@ -1,0 +1,195 @@
+"""Allocation ledger: who holds which GPUs, CPU and memory, at GPU granularity.
+
+It follows kube-scheduler's cache lifecycle::
+
+                 assume                 confirm
+      (absent) ─────────► ASSUMED ──────────────► BOUND
+         ▲                  │  │                    │
+         │     forget       │  │ release            │ release (pod gone / finished)
+         └──────────────────┘  └──────────┬─────────┘
+         ▲                                 │
+         └─────────────────────────────────┘
+      (absent) ── observe (watch saw a bound pod we never assumed) ──► BOUND
+
+``TRANSITIONS`` is that table. The ledger keeps a live ``Snapshot`` up to date
+incrementally (no rebuild per decision); ``snapshot()`` hands out a copy.
+``check_invariants()`` recomputes everything from the allocations and compares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from models.errors import ToposchedError
+from models.requests import GPU_MILLI
+from models.topology import TopologyArrays
+from scheduler.snapshot import NO_GPU, Snapshot
+
+
+class AllocState(str, Enum):
+    ASSUMED = "ASSUMED"
+    BOUND = "BOUND"
+
+
+# (from, verb) -> to; None = absent
+TRANSITIONS: dict[tuple[AllocState | None, str], AllocState | None] = {
+    (None, "assume"): AllocState.ASSUMED,  # engine decided, binding in flight
+    (None, "observe"): AllocState.BOUND,  # watch saw a pod bound by anyone
+    (AllocState.ASSUMED, "confirm"): AllocState.BOUND,  # watch saw our binding
+    (AllocState.ASSUMED, "forget"): None,  # binding failed
+    (AllocState.ASSUMED, "release"): None,  # pod deleted before the watch confirmed
+    (AllocState.BOUND, "release"): None,  # pod finished or deleted
+    (AllocState.BOUND, "observe"): AllocState.BOUND,  # re-list: idempotent
+    (AllocState.ASSUMED, "observe"): AllocState.BOUND,  # watch saw it: same as confirm
+}
+
+
+class LedgerError(ToposchedError):
+    """An impossible ledger transition or a broken invariant (a bug, not bad input)."""
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """What one pod holds on one node."""
+
+    key: str
+    node: int
+    gpus: tuple[int, ...]
+    gpu_milli: int
+    cpu_milli: int
+    memory_mib: int
+    gang: str | None = None
+    owner: str | None = None
+
+
+class Ledger:
+    """Allocations by pod key, with a live snapshot kept in step."""
+
+    def __init__(self, arrays: TopologyArrays) -> None:
+        self.arrays = arrays
+        self._allocs: dict[str, tuple[Allocation, AllocState]] = {}
+        self._live = Snapshot.empty(arrays)
+
+    def __len__(self) -> int:
+        return len(self._allocs)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._allocs
+
+    def get(self, key: str) -> Allocation | None:
+        hit = self._allocs.get(key)
+        return hit[0] if hit else None
+
+    def state(self, key: str) -> AllocState | None:
+        hit = self._allocs.get(key)
+        return hit[1] if hit else None
+
+    def allocations(self) -> list[Allocation]:
+        return [a for a, _ in self._allocs.values()]
+
+    def on_node(self, node: int) -> list[Allocation]:
+        return [a for a, _ in self._allocs.values() if a.node == node]
+
+    def of_gang(self, gang: str) -> list[Allocation]:
+        return [a for a, _ in self._allocs.values() if a.gang == gang]
+
+    def snapshot(self) -> Snapshot:
+        """A copy of the live free-capacity snapshot for one decision."""
+        return self._live.copy()
+
+    @property
+    def live(self) -> Snapshot:
+        """The live snapshot itself (read-only by convention; for hot loops)."""
+        return self._live
+
+    def _step(self, key: str, verb: str) -> AllocState | None:
+        cur = self.state(key)
+        if (cur, verb) not in TRANSITIONS:
+            raise LedgerError(f"ledger: cannot {verb} {key!r} in state {cur.value if cur else 'absent'}")
+        return TRANSITIONS[(cur, verb)]
+
+    def _check_fits(self, a: Allocation) -> None:
+        snap = self._live
+        if not 0 <= a.node < self.arrays.n_nodes:
+            raise LedgerError(f"ledger: {a.key}: node index {a.node} out of range")
+        for g in a.gpus:
+            if not 0 <= g < int(self.arrays.gpu_count[a.node]):
+                raise LedgerError(f"ledger: {a.key}: GPU {g} not on node {self.arrays.node_names[a.node]}")
+            if snap.gpu_free[a.node, g] < a.gpu_milli:
+                raise LedgerError(
+                    f"ledger: {a.key}: GPU {g} of {self.arrays.node_names[a.node]} has "
+                    f"{snap.gpu_free[a.node, g]}m free, needs {a.gpu_milli}m"
+                )
+        if len(set(a.gpus)) != len(a.gpus):
+            raise LedgerError(f"ledger: {a.key}: GPU listed twice {a.gpus}")
+
+    def assume(self, a: Allocation) -> None:
+        """Record a placement before binding; refuses one that would over-commit a GPU."""
+        self._step(a.key, "assume")
+        self._check_fits(a)
+        self._allocs[a.key] = (a, AllocState.ASSUMED)
+        self._live.apply(a.node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, owner=a.owner)
+
+    def confirm(self, key: str) -> None:
+        nxt = self._step(key, "confirm")
+        a, _ = self._allocs[key]
+        self._allocs[key] = (a, nxt)  # type: ignore[assignment]
+
+    def observe(self, a: Allocation, force: bool = False) -> None:
+        """A bound pod seen by the watch. Pods bound by others are counted even when they
+        over-commit a GPU (``force``): the API server is the truth."""
+        cur = self.state(a.key)
+        self._step(a.key, "observe")
+        if cur is not None:
+            old, _ = self._allocs[a.key]
+            if old == a:
+                self._allocs[a.key] = (a, AllocState.BOUND)
+                return
+            self._remove(a.key)
+        if not force:
+            self._check_fits(a)
+        self._allocs[a.key] = (a, AllocState.BOUND)
+        self._live.apply(a.node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, owner=a.owner)
+
+    def forget(self, key: str) -> None:
+        self._step(key, "forget")
+        self._remove(key)
+
+    def release(self, key: str) -> None:
+        self._step(key, "release")
+        self._remove(key)
+
+    def _remove(self, key: str) -> None:
+        a, _ = self._allocs.pop(key)
+        self._live.apply(a.node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, sign=-1, owner=a.owner)
+
+    def set_failed(self, node: int, failed: bool) -> None:
+        """Mark a node failed (its GPUs leave the free pool) or recovered."""
+        self._live.failed[node] = failed
+        self._live._cache.clear()
+
+    def check_invariants(self) -> None:
+        """Recompute free capacity from the allocations; raise on any difference."""
+        fresh = Snapshot.empty(self.arrays)
+        owners: dict[str, list[int]] = {}
+        for a, _ in self._allocs.values():
+            fresh.apply(a.node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib)
+            if a.owner is not None:
+                owners.setdefault(a.owner, []).append(a.node)
+        live = self._live
+        for name in ("free_cpu", "free_mem", "free_pods", "gpu_free"):
+            if not np.array_equal(getattr(fresh, name), getattr(live, name)):
+                raise LedgerError(f"ledger: {name} drifted from the allocations")
+        present = live.gpu_free != NO_GPU
+        bad = present & ((live.gpu_free < 0) | (live.gpu_free > GPU_MILLI))
+        if bad.any():
+            n, g = np.argwhere(bad)[0]
+            raise LedgerError(
+                f"ledger: GPU {g} of {self.arrays.node_names[n]} has {live.gpu_free[n, g]}m free (over-committed)"
+            )
+        for owner, nodes in owners.items():
+            if sorted(live.owner_nodes.get(owner, [])) != sorted(nodes):
+                raise LedgerError(f"ledger: owner {owner} node list drifted")

@@ -1,0 +1,83 @@
+"""The ledger as a state machine: assume / confirm / forget / release / node failure.
+
+After every step the live snapshot equals a recomputation from the allocations, and no
+GPU is ever over-committed.
+"""
+
+from __future__ import annotations
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
+
+from models.cluster import cluster_from_data
+from models.topology import build_arrays
+from scheduler.ledger import Allocation, AllocState, Ledger, LedgerError
+
+ARRAYS = build_arrays(cluster_from_data({
+    "nodes": [{"name": f"n{i}", "topology": {"gpus": {"count": 4}}, "cpu_milli": 8000, "memory_mib": 8192}
+              for i in range(3)],
+}, "machine"))
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    keys = Bundle("keys")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger = Ledger(ARRAYS)
+        self.counter = 0
+
+    @rule(target=keys, node=st.integers(0, 2), gpus=st.sets(st.integers(0, 3), min_size=0, max_size=4),
+          milli=st.sampled_from([1000, 500, 250]), cpu=st.integers(0, 3000))
+    def assume(self, node, gpus, milli, cpu):
+        gpus = tuple(sorted(gpus))
+        if milli < 1000:
+            gpus = gpus[:1]
+        self.counter += 1
+        key = f"p{self.counter}"
+        a = Allocation(key, node, gpus, milli, cpu, 0)
+        free = self.ledger.live.gpu_free[node]
+        fits = all(free[g] >= milli for g in gpus)
+        try:
+            self.ledger.assume(a)
+        except LedgerError:
+            assert not fits
+            return "absent-" + key
+        assert fits
+        return key
+
+    @rule(key=keys)
+    def confirm(self, key):
+        if self.ledger.state(key) == AllocState.ASSUMED:
+            self.ledger.confirm(key)
+            assert self.ledger.state(key) == AllocState.BOUND
+
+    @rule(key=consumes(keys))
+    def forget_or_release(self, key):
+        st_ = self.ledger.state(key)
+        if st_ is None:
+            try:
+                self.ledger.release(key)
+            except LedgerError:
+                return
+            raise AssertionError("released an absent key")
+        if st_ == AllocState.ASSUMED:
+            self.ledger.forget(key)
+        else:
+            self.ledger.release(key)
+        assert key not in self.ledger
+
+    @rule(node=st.integers(0, 2), failed=st.booleans())
+    def node_fails(self, node, failed):
+        self.ledger.set_failed(node, failed)
+
+    @invariant()
+    def consistent(self):
+        self.ledger.check_invariants()
+        free = self.ledger.live.gpu_free
+        assert (free[free != -1] >= 0).all()
+
+
+LedgerMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+TestLedgerMachine = LedgerMachine.TestCase
