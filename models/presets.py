@@ -7,7 +7,6 @@ built from the bundled Alibaba node list (``models/data/openb/``, see its SOURCE
 
 from __future__ import annotations
 
-import csv
 import functools
 from importlib import resources
 from typing import Any
@@ -55,6 +54,20 @@ def cluster(name: str):  # -> Cluster (import cycle kept lazy)
     return cluster_from_data(parse_document(files[name].read_text(), src), src)
 
 
+OPENB_DESCRIPTION = "Alibaba openb GPU nodes (cluster-trace-gpu-v2023)"
+
+
+def cluster_description(name: str) -> str:
+    """The ``description`` of the preset cluster ``name`` without building it; KeyError if none."""
+    if name == "openb":
+        return OPENB_DESCRIPTION
+    files = _files("clusters")
+    if name not in files:
+        raise KeyError(name)
+    doc = parse_document(files[name].read_text(), f"preset cluster {name}")
+    return str(doc.get("description", "")) if isinstance(doc, dict) else ""
+
+
 def openb_node_csv_text() -> str:
     return resources.files(_DATA).joinpath("openb/openb_node_list_gpu_node.csv").read_text()
 
@@ -63,7 +76,7 @@ def openb_cluster_data(text: str | None = None, source: str = "openb_node_list_g
     """A cluster spec document for an openb node list (CSV ``sn,cpu_milli,memory_mib,gpu,model``).
 
     openb nodes publish no intra-node topology: GPUs are modelled without NVLink, all on
-    one PCIe host bridge. Each node is its own host domain; there are no network levels.
+    one NUMA node (relation NODE). Each node is its own host domain; there are no network levels.
     """
     from simulations.openb import read_node_list
 
@@ -76,4 +89,4 @@ def openb_cluster_data(text: str | None = None, source: str = "openb_node_list_g
             "memory_mib": r.memory_mib,
             "topology": {"gpus": {"count": r.gpus, "model": r.model, "memory_mib": 0}},
         })
-    return {"name": "openb", "description": "Alibaba openb GPU nodes (cluster-trace-gpu-v2023)", "nodes": nodes}
+    return {"name": "openb", "description": OPENB_DESCRIPTION, "nodes": nodes}

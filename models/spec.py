@@ -38,11 +38,26 @@ class GpuSpec(_Strict):
     memory_mib: Annotated[int, Field(ge=0)] = 0
 
 
+def _reject_remote_gpu(value: Any) -> Any:
+    """Refuse ``"node:3"``-style GPU references: a node's topology names only its own GPUs."""
+    items = value if isinstance(value, list | tuple) else [value]
+    for item in items:
+        if isinstance(item, str) and ":" in item:
+            raise ValueError(
+                f"{item!r} names a GPU of another node; a node's topology names only its own GPUs "
+                "(0-based indices). GPUs of different nodes meet through the network (`levels`) or a "
+                "multi-node NVLink domain (`clique` on nodes, `clique_every` on groups)"
+            )
+    return value
+
+
 class NvLinkSpec(_Strict):
     """A bonded set of NVLinks between two GPUs of the same node."""
 
     gpus: tuple[int, int]
     links: Annotated[int, Field(ge=1, le=64)] = 1
+
+    _local = field_validator("gpus", mode="before")(_reject_remote_gpu)
 
 
 class NvSwitchSpec(_Strict):
@@ -64,6 +79,8 @@ class PcieSpec(_Strict):
     host_bridge: str | None = None
     numa: Annotated[int, Field(ge=0)] = 0
 
+    _local = field_validator("gpu", mode="before")(_reject_remote_gpu)
+
 
 class NicSpec(_Strict):
     """A network interface and the GPUs that sit next to it (GPUDirect RDMA)."""
@@ -73,6 +90,8 @@ class NicSpec(_Strict):
     gpus: tuple[int, ...] = ()
     rail: int | None = None
     numa: int | None = None
+
+    _local = field_validator("gpus", mode="before")(_reject_remote_gpu)
 
 
 class NodeTopologySpec(_Strict):
@@ -118,6 +137,11 @@ class NodeTopologySpec(_Strict):
         if self.pcie and len(seen) != n:
             missing = sorted(set(range(n)) - seen)
             raise ValueError(f"pcie: GPUs {missing} have no entry (give one per GPU or none)")
+        if self.numa is not None and len(self.numa) == n:
+            for i, p in enumerate(self.pcie):
+                if "numa" in p.model_fields_set and p.numa != self.numa[p.gpu]:
+                    raise ValueError(f"pcie[{i}].numa: {p.numa} disagrees with numa[{p.gpu}] = {self.numa[p.gpu]}")
+        self._check_pcie_tree()
         if self.pcie_matrix is not None:
             if len(self.pcie_matrix) != n or any(len(r) != n for r in self.pcie_matrix):
                 raise ValueError(f"pcie_matrix: must be {n} x {n}")
@@ -143,6 +167,33 @@ class NodeTopologySpec(_Strict):
             if len(self.measured_p2p_gbps) != n or any(len(r) != n for r in self.measured_p2p_gbps):
                 raise ValueError(f"measured_p2p_gbps: must be {n} x {n}")
         return self
+
+    def _check_pcie_tree(self) -> None:
+        """Each PCIe switch, upstream switch and host bridge has one parent, whichever GPU names it."""
+        if not self.pcie:
+            return
+        numa = self.numa if self.numa is not None and len(self.numa) == self.gpus.count else None
+        parents: dict[tuple[str, str], tuple[Any, int]] = {}
+        switches = {p.switch for p in self.pcie if p.switch}
+        for i, p in enumerate(self.pcie):
+            if p.upstream and not p.switch:
+                raise ValueError(f"pcie[{i}].upstream: needs `switch` (the upstream switch sits above the GPU's switch)")
+            if p.upstream in switches:
+                raise ValueError(f"pcie[{i}].upstream: {p.upstream!r} is also used as a GPU's `switch`; "
+                                 "give the two levels different names")
+            node_numa = numa[p.gpu] if numa is not None and 0 <= p.gpu < len(numa) else p.numa
+            chain = [("switch", p.switch, (p.upstream, p.host_bridge, node_numa)),
+                     ("upstream", p.upstream, (p.host_bridge, node_numa)),
+                     ("host_bridge", p.host_bridge, (node_numa,))]
+            for role, name, above in chain:
+                if not name:
+                    continue
+                first = parents.setdefault((role, name), (above, p.gpu))
+                if first[0] != above:
+                    raise ValueError(
+                        f"pcie[{i}].{role}: {name!r} sits under {_above(first[0])} for GPU {first[1]} but under "
+                        f"{_above(above)} for GPU {p.gpu}; a PCIe device has one parent"
+                    )
 
     def gpu_numa(self) -> list[int]:
         """NUMA node of each GPU (0 where nothing says otherwise)."""
@@ -192,6 +243,12 @@ class NodeTopologySpec(_Strict):
                     rel = "SYS"
                 out[a][b] = rel
         return out
+
+
+def _above(parents: tuple[Any, ...]) -> str:
+    """Describe a PCIe device's parents (upstream, host bridge, NUMA; innermost first)."""
+    names = ("upstream", "host_bridge", "numa")[-len(parents):]
+    return "(" + ", ".join(f"{k}={v!r}" for k, v in zip(names, parents, strict=True)) + ")"
 
 
 class TaintSpec(_Strict):
@@ -286,6 +343,9 @@ class NodeGroupSpec(_Strict):
             self.name.format(i=0, g=0)
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(f"name: bad format string {self.name!r} ({exc}); use {{i}} or {{g}}") from None
+        if self.count > 1 and self.name.format(i=0, g=self.first) == self.name.format(i=1, g=self.first + 1):
+            raise ValueError(f"name: {self.name!r} gives all {self.count} nodes the same name; "
+                             "put {i} or {g} in it, e.g. 'gpu-{g:03d}'")
         return self
 
 
@@ -364,14 +424,33 @@ def _value_at(data: Any, loc: tuple[Any, ...]) -> tuple[bool, Any]:
     return True, cur
 
 
+_REL_PATH = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\]|\.[A-Za-z_]\w*)*): (.+)$", re.DOTALL)
+
+
+def _parse_rel_path(text: str) -> tuple[Any, ...]:
+    """``"nvlinks[0].gpus"`` -> ``("nvlinks", 0, "gpus")``."""
+    return tuple(int(idx) if idx else key for key, idx in re.findall(r"([A-Za-z_]\w*)|\[(\d+)\]", text))
+
+
 def spec_error_from_validation(exc: ValidationError, data: Any, source: str | None) -> SpecError:
     """Turn pydantic's first error into one ``SpecError`` naming path, value and fix."""
     err = exc.errors()[0]
     loc = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
-    path = _fmt_loc(loc)
     msg = err["msg"].removeprefix("Value error, ")
-    has, value = _value_at(data, loc)
     etype = err["type"]
+    if etype == "value_error":
+        # a model validator names the place inside the model: "nvlinks[0].gpus: GPU 9 out of range"
+        m = _REL_PATH.match(msg)
+        if m:
+            rel = _parse_rel_path(m.group(1))
+            parent_found, parent = _value_at(data, loc)
+            if parent_found and isinstance(parent, dict) and rel[0] in parent:
+                loc = loc + rel
+                msg = m.group(2)
+    path = _fmt_loc(loc)
+    has, value = _value_at(data, loc)
+    if isinstance(value, dict):
+        has, value = False, None  # the message names the problem; a whole mapping is noise
     fix = None
     if etype == "extra_forbidden":
         parent = _fmt_loc(loc[:-1]) or "the top level"
