@@ -19,10 +19,9 @@ Requests in one call are decided in order, each seeing the ones before it.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -59,19 +58,26 @@ class PlacementConfig(BaseModel):
 
     profile: str = "toposched"
     plugins: list[PluginConfig] | None = None
-    tie_break: str = "first"  # "first" | "random"
+    tie_break: str = "first"  # "first" | "random" | "ranked" (see select())
     seed: int = 0
     gang: GangConfig = GangConfig()
 
 
 # Filters every profile runs, then the profile's scorers.
-FILTERS = ("node-state", "resource-fit", "gpu-model", "node-constraints")
+FILTERS = ("node-state", "node-constraints", "gpu-model", "resource-fit")  # static reasons before capacity, as kube-scheduler orders them
 
 PROFILES: dict[str, list[tuple[str, float]]] = {
     # ours: pack against the arriving mix, keep NVLink islands whole, then bin-pack
     "toposched": [("fragmentation", 10.0), ("nvlink-island", 2.0), ("numa-nic", 1.0),
                   ("binpack", 1.0), ("replica-spread", 5.0)],
     "binpack": [("binpack", 1.0), ("nvlink-island", 1.0)],
+    # the FGD paper's baselines (USENIX ATC'23), one score plugin each; see docs/simulator.md
+    "Random": [("random", 1.0)],
+    "DotProd": [("dot-product", 1.0)],
+    "GpuClustering": [("gpu-clustering", 1.0)],
+    "GpuPacking": [("gpu-packing", 1.0)],
+    "BestFit": [("best-fit", 1.0)],
+    "FGD": [("fgd", 1.0)],
     "spread": [("least-allocated", 1.0)],
 }
 
@@ -83,6 +89,13 @@ class Engine:
     config: PlacementConfig
     filters: list[Plugin]
     scorers: list[tuple[Plugin, float]]
+    _rank: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def node_rank(self, n_nodes: int, rng: np.random.Generator) -> np.ndarray:
+        """A random priority of the nodes, drawn once (``tie_break: ranked``)."""
+        if self._rank is None or len(self._rank) != n_nodes:
+            self._rank = rng.permutation(n_nodes)
+        return self._rank
 
     @classmethod
     def from_config(cls, config: PlacementConfig | None = None) -> Engine:
@@ -93,6 +106,9 @@ class Engine:
             if config.profile not in PROFILES:
                 raise KeyError(f"unknown profile {config.profile!r}; known: {', '.join(sorted(PROFILES))}")
             specs = [(n, w, {}) for n, w in PROFILES[config.profile]]
+            if all(n != "replica-spread" for n, _, _ in specs):
+                # replicas of one owner always spread; neutral for pods without an owner
+                specs.append(("replica-spread", 5.0, {}))
         filters = [plugin_base.create(n) for n in FILTERS]
         scorers = [(plugin_base.create(n, **a), float(w)) for n, w, a in specs if n not in FILTERS]
         return cls(config, filters, scorers)
@@ -209,9 +225,9 @@ def build_candidates(snap: Snapshot, shape: PodShape, ok: np.ndarray) -> Candida
         sub = gf[nodes]
         ni, gi = np.nonzero(sub >= shape.gpu_milli)
         cn = nodes[ni]
-        after = sub[ni].copy()
+        after = sub[ni]
         after[np.arange(len(ni)), gi] -= shape.gpu_milli
-        return Candidates(cn.astype(np.int32), [(int(g),) for g in gi], after, np.ones(len(ni)))
+        return Candidates(cn.astype(np.int32), _OneGpu(gi), after, np.ones(len(ni)), gpu=gi)
     k = shape.gpus
     full = gf[nodes] == 1000
     bits = (full.astype(np.int64) << np.arange(full.shape[1], dtype=np.int64)).sum(axis=1)
@@ -220,18 +236,46 @@ def build_candidates(snap: Snapshot, shape: PodShape, ok: np.ndarray) -> Candida
     uniq, inv = np.unique(key, return_inverse=True)
     sets: list[tuple[int, ...] | None] = []
     scores = np.zeros(len(uniq))
+    local = np.zeros(len(uniq))
     for u, kv in enumerate(uniq):
         t = snap.arrays.types[int(kv >> 40)]
-        chosen, score = _gpu_set(t, int(kv & ((1 << 40) - 1)), k)
+        chosen, scores[u], local[u] = _gpu_set(t, int(kv & ((1 << 40) - 1)), k)
         sets.append(chosen)
-        scores[u] = score
-    valid = np.array([sets[i] is not None for i in inv], dtype=bool) if len(inv) else np.zeros(0, dtype=bool)
+    taken = np.zeros((len(uniq), gf.shape[1]), dtype=bool)
+    for u, chosen in enumerate(sets):
+        if chosen is not None:
+            taken[u, list(chosen)] = True
+    valid = taken.any(axis=1)[inv]
     nodes, inv = nodes[valid], inv[valid]
-    after = gf[nodes].copy()
-    chosen_sets = [sets[i] for i in inv]
-    for m, s in enumerate(chosen_sets):
-        after[m, list(s)] = 0
-    return Candidates(nodes, chosen_sets, after, scores[inv])  # type: ignore[arg-type]
+    after = gf[nodes]
+    after[taken[inv]] = 0
+    return Candidates(nodes, _GroupSets(sets, inv), after, scores[inv], local[inv])  # type: ignore[arg-type]
+
+
+class _OneGpu(Sequence):
+    """``gpus`` of shared-GPU candidates, made on demand (thousands of them per decision)."""
+
+    def __init__(self, gpu: np.ndarray) -> None:
+        self._gpu = gpu
+
+    def __len__(self) -> int:
+        return len(self._gpu)
+
+    def __getitem__(self, m):  # type: ignore[override]
+        return (int(self._gpu[m]),)
+
+
+class _GroupSets(Sequence):
+    """``gpus`` of whole-GPU candidates: one set per (node type, free mask) group."""
+
+    def __init__(self, sets: list, group: np.ndarray) -> None:
+        self._sets, self._group = sets, group
+
+    def __len__(self) -> int:
+        return len(self._group)
+
+    def __getitem__(self, m):  # type: ignore[override]
+        return self._sets[int(self._group[m])]
 
 
 def place_pod(engine: Engine, snap: Snapshot, shape: PodShape, ctx: Context) -> tuple[tuple[int, tuple[int, ...], float] | None, str]:
@@ -248,45 +292,55 @@ def place_pod(engine: Engine, snap: Snapshot, shape: PodShape, ctx: Context) -> 
         s = p.score(shape, snap, cand, states.get(p.name))
         if s is not None and w:
             total += w * s
-    best = total.max()
-    if engine.config.tie_break == "random":
-        ties = np.flatnonzero(total >= best - 1e-9)
-        m = int(ties[ctx.rng.integers(len(ties))]) if len(ties) > 1 else int(ties[0])
-    else:
-        m = int(np.argmax(total))
+    mode = engine.config.tie_break
+    m = select(total, cand, snap, shape, ctx.rng if mode == "random" else None,
+               engine.node_rank(snap.n_nodes, ctx.rng) if mode == "ranked" else None)
     return (int(cand.node[m]), tuple(int(g) for g in cand.gpus[m]), float(total[m])), ""
 
 
-_SET_CACHE: dict[tuple[int, int, int], tuple[Any, tuple[int, ...] | None, float]] = {}
-_BEST_CACHE: dict[tuple[int, int], tuple[Any, int]] = {}
+def select(total: np.ndarray, cand: Candidates, snap: Snapshot, shape: PodShape,
+           rng: np.random.Generator | None, rank: np.ndarray | None = None) -> int:
+    """Phase 4: the node with the best total, then that node's best candidate; a shared
+    pod's equal candidates go to the GPU with the least free milli (best fit).
+
+    Tied nodes: drawn uniformly with ``rng`` (kube-scheduler's selectHost), or the one
+    first in ``rank`` (a per-run random node order: the FGD artifact's scheduler, whose
+    node names get a random prefix per seed), else the lowest index."""
+    best = total.max()
+    tied = np.flatnonzero(total >= best - 1e-9)
+    if len(tied) == 1:
+        return int(tied[0])
+    tied_nodes = cand.node[tied]
+    if rank is not None:
+        node = tied_nodes[np.argmin(rank[tied_nodes])]
+    elif rng is None:
+        node = tied_nodes[0]
+    else:
+        nodes = np.unique(tied_nodes)
+        node = nodes[rng.integers(len(nodes))] if len(nodes) > 1 else nodes[0]
+    within = tied[tied_nodes == node]
+    if len(within) > 1 and cand.gpu is not None:
+        free = snap.gpu_free[node, cand.gpu[within]]
+        return int(within[np.lexsort((cand.gpu[within], free))[0]])
+    return int(within[0])
 
 
-def _gpu_set(t: Any, free_bits: int, k: int) -> tuple[tuple[int, ...] | None, float]:
-    """The GPU set ``scheduler.gpuset`` picks from a free bitmask, and its quality 0..1."""
+_SET_CACHE: dict[tuple[int, int, int], tuple[Any, tuple[int, ...] | None, float, float]] = {}
+
+
+def _gpu_set(t: Any, free_bits: int, k: int) -> tuple[tuple[int, ...] | None, float, float]:
+    """The GPU set ``scheduler.gpuset`` picks from a free bitmask, its link quality and
+    its NUMA/NIC locality (both 0..1). Cached per node type, bitmask and size."""
     key = (id(t), free_bits, k)
     hit = _SET_CACHE.get(key)
     if hit is not None and hit[0] is t:
-        return hit[1], hit[2]
-    free = np.array([(free_bits >> i) & 1 for i in range(t.n_gpus)], dtype=bool)
-    chosen = gpuset.choose_gpus(t, free, k)
-    score = 0.0
+        return hit[1], hit[2], hit[3]
+    chosen = gpuset.choose_gpus(t, free_bits, k)
+    quality = locality = 0.0
     if chosen is not None:
-        score = 1.0 if k <= 1 else gpuset.set_score(t, chosen) / max(_best_score(t, k), 1)
+        quality = 1.0 if k <= 1 else gpuset.set_score(t, chosen) / max(gpuset.best_set_score(t, k), 1)
+        locality = gpuset.numa_nic_score(t, chosen)
     if len(_SET_CACHE) > 200_000:
         _SET_CACHE.clear()
-    _SET_CACHE[key] = (t, chosen, score)
-    return chosen, score
-
-
-def _best_score(t: Any, k: int) -> int:
-    key = (id(t), k)
-    hit = _BEST_CACHE.get(key)
-    if hit is not None and hit[0] is t:
-        return hit[1]
-    w = t.pair_weight
-    score = 1
-    for combo in itertools.combinations(range(t.n_gpus), k):
-        idx = list(combo)
-        score = max(score, int(w[np.ix_(idx, idx)].sum()) // 2)
-    _BEST_CACHE[key] = (t, score)
-    return score
+    _SET_CACHE[key] = (t, chosen, quality, locality)
+    return chosen, quality, locality

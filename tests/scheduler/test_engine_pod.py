@@ -78,7 +78,8 @@ def test_node_selector_and_model(ledger):
     d = place(ledger.snapshot(), [pod(gpus=1, node_selector={"topology.toposched.io/rack": "r2"})], PlacementConfig())
     assert d.placements[0].node == "n3"
     d = place(ledger.snapshot(), [pod(gpus=1, gpu_models=("B200",))], PlacementConfig())
-    assert d.unplaced[0].reason == "0/4 nodes are available: 4 had no GPU of model B200"
+    assert d.unplaced[0].reason == ("0/4 nodes are available: 3 had no GPU of model B200, "
+                                    "1 node(s) had untolerated taint {gpu: reserved}")
 
 
 def test_shared_gpu_pods_share_one_gpu(ledger):
