@@ -1,0 +1,137 @@
+"""``toposched discover``: output, exit statuses for bad input, measurement into the topology and the engine."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from models.cluster import cluster_from_data
+from models.readers.annotation import ANNOTATION_KEY, decode_annotation
+from models.readers.k8s_node import node_from_k8s
+from models.topology import LinkClass, build_arrays
+from scheduler import cli_discover
+from scheduler.agent.measure import BandwidthReport
+from scheduler.cli import main
+from tests.agent.records import RECORDS, fake_sysfs, h200_query_xml, h200_record, h200_topo_text
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    status = main(["discover", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_json_output_of_the_real_h200(tmp_path, sysfs, capsys):
+    (tmp_path / "rec.json").write_text(json.dumps(h200_record()))
+    (tmp_path / "topo.txt").write_text(h200_topo_text())
+    (tmp_path / "q.xml").write_text(h200_query_xml())
+    status, out, _ = run_cli(capsys, "--json", "--replay", str(tmp_path / "rec.json"), "--smi-topo",
+                             str(tmp_path / "topo.txt"), "--smi-query", str(tmp_path / "q.xml"), "--sys-root", str(sysfs))
+    assert status == 0
+    doc = json.loads(out)
+    assert doc["topology"]["gpus"] == {"count": 1, "model": "NVIDIA-H200", "memory_mib": 143771}
+    assert doc["gpus"][0]["pci_bus_id"] == "0000:00:06.0" and doc["gpus"][0]["numa"] == 0
+    assert doc["driver_version"] == "580.159.04"
+    assert any("nvmlDeviceGetNumaNodeId: NotSupported" in n for n in doc["notes"])
+
+
+def test_text_output_lists_gpus_pcie_and_notes(sysfs, capsys):
+    status, out, _ = run_cli(capsys, "--replay", str(RECORDS / "dgx1-v100.json"), "--no-nvidia-smi",
+                             "--sys-root", str(sysfs))
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0] == "8x Tesla-V100-SXM2-32GB, 32768 MiB each (nvml, driver 535.183.01)"
+    assert lines[2].split()[:5] == ["0", "0000:06:00.0", "0", "-", "1(1)"]
+    assert "GPU0  X      PIX    PHB    PHB    SYS    SYS    SYS    SYS" in lines
+    assert "note: NVML nvmlDeviceGetMigMode: NotSupported (GPUs 0-7)" in lines
+
+
+def test_cpu_only_node_exits_0_with_an_empty_topology(sysfs, capsys):
+    status, out, _ = run_cli(capsys, "--no-nvml", "--smi-topo", str(sysfs / "absent"), "--sys-root", str(sysfs))
+    assert status == 0
+    assert out.startswith("no GPUs (none): empty topology")
+    assert "a CPU-only node" in out
+
+
+def test_gpus_without_a_driver_exit_3(tmp_path, capsys):
+    sys_root = fake_sysfs(tmp_path, gpus=8)
+    status, _, err = run_cli(capsys, "--no-nvml", "--no-nvidia-smi", "--sys-root", str(sys_root))
+    assert status == 3
+    assert err.startswith("toposched: error: 8 NVIDIA GPU(s) are on the PCI bus (0000:18:00.0, ")
+    assert "Install or load the NVIDIA driver" in err
+
+
+def test_garbled_nvidia_smi_exits_2_naming_the_line(tmp_path, sysfs, capsys):
+    (tmp_path / "topo.txt").write_text("\tGPU0\tGPU1\tCPU Affinity\nGPU0\t X \tNV4\t0-7\nGPU1\tNVX\t X \t0-7\n")
+    status, out, err = run_cli(capsys, "--no-nvml", "--smi-topo", str(tmp_path / "topo.txt"), "--sys-root", str(sysfs))
+    assert (status, out) == (2, "")
+    assert err == ("toposched: error: nvidia-smi topo -m: line 3: column GPU0: 'NVX' is not a topology cell "
+                   "(X, NV#, PIX, PXB, PHB, NODE or SYS)\n")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--publish"], "--node-name: --publish needs the node's name"),
+    (["--rounds", "2"], "--rounds: needs --interval"),
+    (["--interval", "0"], "--interval: must be a positive number of seconds"),
+    (["--replay", "x.json", "--no-nvml"], "--replay and --no-nvml exclude each other"),
+], ids=["publish-no-node", "rounds-no-interval", "zero-interval", "replay-and-no-nvml"])
+def test_bad_arguments_exit_2(monkeypatch, capsys, args, message):
+    monkeypatch.delenv("NODE_NAME", raising=False)
+    status, _, err = run_cli(capsys, *args)
+    assert status == 2
+    assert message in err
+
+
+def test_measure_without_torch_exits_2(monkeypatch, sysfs, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    status, _, err = run_cli(capsys, "--measure", "--replay", str(RECORDS / "dgx-h100.json"), "--no-nvidia-smi",
+                             "--sys-root", str(sysfs))
+    assert status == 2
+    assert "toposched: error: --measure needs PyTorch" in err
+
+
+def test_loop_keeps_going_after_a_failed_round(monkeypatch, tmp_path, capsys):
+    sys_root = fake_sysfs(tmp_path, gpus=1)
+    status, _, err = run_cli(capsys, "--no-nvml", "--no-nvidia-smi", "--sys-root", str(sys_root),
+                             "--interval", "0.01", "--rounds", "2")
+    assert status == 3  # the last round's status
+    assert err.count("failed: 1 NVIDIA GPU(s) are on the PCI bus") == 2
+
+
+# -- measured bandwidth: into the published topology, and preferred by the engine --------------------------
+
+
+def fake_report(n: int, p2p_gbps: float) -> BandwidthReport:
+    """Every pair but 0<->1 measured at ``p2p_gbps``; 0<->1 unmeasured (table value stays)."""
+    p2p = tuple(tuple(None if a == b or {a, b} == {0, 1} else p2p_gbps for b in range(n)) for a in range(n))
+    return BandwidthReport(n, (441.0,) * n, (402.5,) * n, (33600.0,) * n, p2p, 60.0, 12.5, 1 << 28)
+
+
+def test_measured_p2p_goes_into_the_published_topology_and_the_engine_uses_it(apiserver, monkeypatch, tmp_path,
+                                                                             sysfs, capsys):
+    monkeypatch.setattr(cli_discover, "measure_node", lambda found, budget_s: fake_report(8, 1234.5))
+    apiserver.store.create("nodes", {"metadata": {"name": "dgx-1"},
+                                     "status": {"allocatable": {"nvidia.com/gpu": "8", "cpu": "80", "pods": "110"}}})
+    kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
+    status, out, _ = run_cli(capsys, "--measure", "--publish", "--node-name", "dgx-1", "--kubeconfig",
+                             str(kubeconfig), "--replay", str(RECORDS / "dgx1-v100.json"), "--no-nvidia-smi",
+                             "--sys-root", str(sysfs))
+    assert status == 0
+    assert "GPU 0: h2d 441  d2h 402  d2d 33600  p2p [- - 1234 1234 1234 1234 1234 1234]" in out
+    node = apiserver.store.get("nodes", "dgx-1")
+    annotations = node["metadata"]["annotations"]
+    ann = decode_annotation(annotations[ANNOTATION_KEY], "dgx-1")
+    assert ann.source == "nvml+torch"
+    assert ann.topology.measured_p2p_gbps[0][2] == 1234.5 and ann.topology.measured_p2p_gbps[0][1] == 0.0
+    bandwidth = json.loads(annotations[cli_discover.BANDWIDTH_ANNOTATION])
+    assert bandwidth["unit"] == "Gbit/s" and bandwidth["h2d_gbps"] == [441.0] * 8
+
+    # the scheduler's view of that node: measured numbers where present, the table elsewhere
+    spec = node_from_k8s(node, [])
+    arrays = build_arrays(cluster_from_data({"name": "c", "nodes": [spec.model_dump(mode="json")]}))
+    measured = arrays.link_between(0, 0, 0, 2)
+    assert measured.link_class == LinkClass.NVLINK and measured.bandwidth_gbps == pytest.approx(1234.5)
+    table = arrays.link_between(0, 0, 0, 1)  # one NVLink2 link, not measured: 200 Gbit/s from the table
+    assert table.link_class == LinkClass.NVLINK and table.bandwidth_gbps == pytest.approx(200.0)
