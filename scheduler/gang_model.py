@@ -1,0 +1,213 @@
+"""The gang placement model shared by the greedy and CP-SAT paths.
+
+``GangProblem``: a gang on its candidate nodes (topology order), with per node and role
+how many members fit, the resources they take, link and fragmentation costs, and the
+domain of every node at each level of the chain (network levels widest first, then the
+NVLink clique when the cluster has cliques; the host is implicit). ``Assignment``: a
+placement in counts (members per node and role, slices per slice-domain).
+``objective_terms`` / ``evaluate`` / ``sort_key`` define the lexicographic objective both
+solvers are judged by.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.requests import GangRequest
+from scheduler.snapshot import PodShape
+
+BIG = 1 << 30  # "unbounded" per-node capacity (a role that asks for none of a resource)
+LINK_SCALE = 100  # per-member link cost: 0 (best possible set) .. 100 (no link quality)
+# resource columns of GangProblem.free / .need
+WHOLE, MILLI, CPU, MEM, PODS = range(5)
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of the chain over the candidate nodes (a network level or the clique)."""
+
+    name: str
+    dom: np.ndarray  # int64 [M]: domain id of each candidate node
+    names: tuple[str, ...]  # domain id -> display name
+    frag: np.ndarray  # int64 [D]: free whole GPUs in each domain (whole cluster)
+    parent: np.ndarray | None  # int64 [D]: domain id one level up (network levels below the top)
+    singleton: np.ndarray  # bool [D]: clique level, a node outside any clique (its own domain)
+    is_clique: bool = False
+
+
+@dataclass
+class GangProblem:
+    """A gang on the candidate nodes, in topology order; everything numpy, indices local."""
+
+    req: GangRequest
+    shapes: tuple[PodShape, ...]
+    order: tuple[int, ...]  # role indices, heaviest first; order[0] is the primary role
+    nodes: np.ndarray  # int64 [M]: cluster node index of each candidate
+    cap: np.ndarray  # int64 [M, R]: members of role r that fit on the node alone
+    free: np.ndarray  # int64 [M, 5]: whole GPUs, GPU milli, CPU milli, MiB, pod slots
+    need: np.ndarray  # int64 [R, 5]: what one member of role r takes of each
+    link: np.ndarray  # int64 [M, R]: link cost per member of role r on the node
+    frag: np.ndarray  # int64 [M]: free whole GPUs on the node plus in each domain it belongs to
+    levels: tuple[Level, ...]
+    required: int | None  # chain index: a level, or len(levels) for the host
+    balance: int | None  # level index the members are balanced over
+    slice_level: int | None  # chain index; None without slices
+    unit: int  # members per unit (slice_size, or 1)
+    comp: np.ndarray  # int64 [U, R]: members of each role in unit j
+    unit_type: np.ndarray  # int64 [U]: slice type of unit j (rows of ``types``)
+    types: np.ndarray  # int64 [T, R]: distinct slice compositions
+    min_units: int
+    rail_slots: tuple[tuple[int, ...], ...] | None = None  # primary role's GPU set per slot
+    elastic: bool = False
+    # per objective term, per domain id of the required level: a lower bound when the gang is in that domain
+    domain_lbs: dict[str, dict[int, int]] | None = None
+
+    @property
+    def n_roles(self) -> int:
+        return len(self.shapes)
+
+    @property
+    def primary(self) -> int:
+        return self.order[0]
+
+    @property
+    def max_units(self) -> int:
+        return len(self.comp)
+
+    @property
+    def host(self) -> int:
+        return len(self.levels)
+
+    def role_counts(self, k: int) -> np.ndarray:
+        """Members of each role among the first ``k`` units."""
+        return self.comp[:k].sum(axis=0)
+
+    def type_counts(self, k: int) -> np.ndarray:
+        return np.bincount(self.unit_type[:k], minlength=len(self.types))
+
+    def slice_dom(self, pos: np.ndarray | int) -> np.ndarray | int:
+        """Slice-domain id of candidate positions (the node position at the host level)."""
+        assert self.slice_level is not None
+        if self.slice_level == self.host:
+            return pos
+        return self.levels[self.slice_level].dom[pos]
+
+    def room(self, pos: np.ndarray, counts: np.ndarray, r: int) -> np.ndarray:
+        """How many more members of role ``r`` fit on each position given ``counts``."""
+        out = self.cap[pos, r] - counts[pos, r]
+        if self.n_roles == 1:
+            return np.maximum(out, 0)  # one role: capacity already accounts for every resource
+        used = counts[pos] @ self.need
+        for c in range(5):
+            n = int(self.need[r, c])
+            if n > 0:
+                out = np.minimum(out, (self.free[pos, c] - used[:, c]) // n)
+        return np.maximum(out, 0)
+
+    def fits(self, pos: np.ndarray, counts: np.ndarray) -> bool:
+        """Do these member counts (rows for ``pos``) fit their nodes together."""
+        c = counts[pos]
+        return bool((c <= self.cap[pos]).all() and ((c @ self.need) <= self.free[pos]).all())
+
+
+@dataclass
+class Assignment:
+    """A placement in counts: members per (candidate node, role), slices to slice-domains."""
+
+    counts: np.ndarray  # int64 [M, R]
+    units: int  # units placed (all of them unless elastic)
+    slice_dom: np.ndarray | None = None  # int64 [units]: slice-domain id of each slice
+
+
+def unit_capacity(prob: GangProblem, pos: np.ndarray, child: np.ndarray, slice_mode: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per child (dense ``child`` ids over ``pos``): units it can take alone, and members per role.
+
+    In slice mode a unit is a slice, counted per slice-domain inside the child (a slice
+    never spans two); otherwise a unit is a member of the primary role.
+    """
+    nch = int(child.max()) + 1 if len(child) else 0
+    per_role = np.stack([np.bincount(child, weights=prob.cap[pos, r], minlength=nch)
+                         for r in range(prob.n_roles)], axis=1).astype(np.int64)
+    if not slice_mode:
+        return per_role[:, prob.primary], per_role
+    sd = np.asarray(prob.slice_dom(pos), dtype=np.int64)
+    pair = child * (int(sd.max()) + 1) + sd
+    up, pinv = np.unique(pair, return_inverse=True)
+    pinv = pinv.reshape(-1)
+    amax = prob.types.max(axis=0)
+    units = np.full(len(up), BIG, dtype=np.int64)
+    for r in range(prob.n_roles):
+        if amax[r] > 0:
+            c = np.bincount(pinv, weights=prob.cap[pos, r], minlength=len(up)).astype(np.int64)
+            units = np.minimum(units, c // amax[r])
+    return np.bincount(up // (int(sd.max()) + 1), weights=units, minlength=nch).astype(np.int64), per_role
+
+
+def demand(prob: GangProblem, k: int, slice_mode: bool) -> tuple[int, np.ndarray]:
+    counts = prob.role_counts(k)
+    return (k if slice_mode else int(counts[prob.primary])), counts
+
+
+def objective_terms(prob: GangProblem) -> list[str]:
+    """Term names, most important first: members (elastic), domains per level top-down
+    (with the balance spread after its level), cliques, nodes, link cost, fragmentation."""
+    names = ["members"] if prob.elastic else []
+    for i, lv in enumerate(prob.levels):
+        names.append(f"{lv.name}s")
+        if prob.balance == i:
+            names.append(f"spread.{lv.name}")
+    names += ["nodes", "link_cost", "fragmentation"]
+    return names
+
+
+def evaluate(prob: GangProblem, a: Assignment) -> dict[str, float]:
+    """The objective terms of a placement, by the same rules the CP-SAT model uses.
+
+    Fragmentation is summed over the used nodes: the node's free whole GPUs plus those
+    of every domain it sits in, so used nodes, racks and blocks that are already full
+    (best fit) score low and whole nodes and racks stay free.
+    """
+    per_node = a.counts.sum(axis=1)
+    used = per_node > 0
+    out: dict[str, float] = {}
+    if prob.elastic:
+        out["members"] = int(per_node.sum())
+    for i, lv in enumerate(prob.levels):
+        doms = np.unique(lv.dom[used])
+        out[f"{lv.name}s"] = len(doms)
+        if prob.balance == i:
+            m = np.bincount(lv.dom[used], weights=per_node[used])[doms] if len(doms) else np.zeros(1)
+            out[f"spread.{lv.name}"] = int(m.max() - m.min())
+    out["nodes"] = int(used.sum())
+    out["link_cost"] = int((prob.link * a.counts).sum())
+    out["fragmentation"] = int(prob.frag[used].sum())
+    return out
+
+
+def sort_key(prob: GangProblem, obj: dict[str, float]) -> tuple[float, ...]:
+    """Lexicographic key (smaller is better)."""
+    return tuple(-obj[n] if n == "members" else obj[n] for n in objective_terms(prob))
+
+
+def min_count(capacity: np.ndarray, demand: int) -> int:
+    """Fewest of these capacities that add up to ``demand`` (0 if they never do)."""
+    cum = np.cumsum(np.sort(np.asarray(capacity))[::-1])
+    if not len(cum) or cum[-1] < demand:
+        return 0
+    return int(np.searchsorted(cum, demand)) + 1
+
+
+def min_count_by(group: np.ndarray, capacity: np.ndarray, demand: int) -> tuple[np.ndarray, np.ndarray]:
+    """``min_count`` for every group at once: (group ids, fewest members covering ``demand``, 0 if never)."""
+    order = np.lexsort((-capacity, group))
+    g, c = group[order], capacity[order]
+    ids, start = np.unique(g, return_index=True)
+    cum = np.cumsum(c)
+    base = np.r_[0, cum][start]
+    within = cum - np.repeat(base, np.diff(np.r_[start, len(g)]))
+    rank = np.arange(len(g)) - np.repeat(start, np.diff(np.r_[start, len(g)])) + 1
+    hit = np.where(within >= demand, rank, np.iinfo(np.int64).max)
+    first = np.minimum.reduceat(hit, start) if len(g) else hit
+    return ids, np.where(first == np.iinfo(np.int64).max, 0, first)
