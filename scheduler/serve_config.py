@@ -1,0 +1,105 @@
+"""``toposched serve`` configuration: one YAML document, validated with pydantic (extra keys refused).
+
+::
+
+    scheduler_name: toposched
+    levels:                       # widest first; omit to infer from node labels
+      - {name: block, label: cloud.google.com/gce-topology-block}
+      - {name: rack, label: example.com/rack}
+    placement: {profile: toposched, gang: {solver: cpsat, time_limit_s: 1.0}}
+    leader_election: {lease_duration_s: 15, renew_deadline_s: 10, retry_period_s: 2}
+    backoff: {initial_s: 1, max_s: 10}
+    gang_timeout_s: 300
+    metrics_port: 10261
+
+Every field is documented in docs/deploy.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.spec import LevelSpec, parse_document, read_text, validate_model
+from scheduler.engine import PlacementConfig
+from scheduler.failures import NodeFailureConfig
+from scheduler.leader import check_timings
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LeaderElectionConfig(_Strict):
+    """A coordination.k8s.io/v1 Lease; kube-scheduler's default timings."""
+
+    enabled: bool = True
+    lease_name: str = "toposched"
+    lease_namespace: str = "toposched-system"
+    lease_duration_s: Annotated[float, Field(gt=0)] = 15.0
+    renew_deadline_s: Annotated[float, Field(gt=0)] = 10.0
+    retry_period_s: Annotated[float, Field(gt=0)] = 2.0
+
+    @model_validator(mode="after")
+    def _timings(self) -> LeaderElectionConfig:
+        problem = check_timings(self.lease_duration_s, self.renew_deadline_s, self.retry_period_s)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+class BackoffConfig(_Strict):
+    """Per-pod retry backoff (kube-scheduler: 1 s doubling to 10 s)."""
+
+    initial_s: Annotated[float, Field(gt=0)] = 1.0
+    max_s: Annotated[float, Field(gt=0)] = 10.0
+    # an unschedulable pod is retried at least this often even if nothing in the cluster changed
+    unschedulable_retry_s: Annotated[float, Field(gt=0)] = 60.0
+
+    @model_validator(mode="after")
+    def _order(self) -> BackoffConfig:
+        if self.max_s < self.initial_s:
+            raise ValueError(f"max_s ({self.max_s}) must be at least initial_s ({self.initial_s})")
+        return self
+
+
+class ServeConfig(_Strict):
+    """Everything ``toposched serve --mode scheduler`` needs besides the API server address."""
+
+    scheduler_name: str = "toposched"
+    levels: list[LevelSpec] | None = None
+    placement: PlacementConfig = PlacementConfig()
+    leader_election: LeaderElectionConfig = LeaderElectionConfig()
+    backoff: BackoffConfig = BackoffConfig()
+    # how long a gang may wait for its members before a Warning event says who is missing
+    gang_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    # when a node counts as failed and what happens to its pods (scheduler/failures.py, docs/failures.md)
+    node_failures: NodeFailureConfig = NodeFailureConfig()
+    metrics_address: str = "0.0.0.0"
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 10261
+    # concurrent binding calls (the API client's connection pool is sized to match)
+    bind_workers: Annotated[int, Field(ge=1, le=256)] = 16
+    # most requests (pods + gangs) decided in one engine call
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    # "binding": the GPU assignment annotations travel in the Binding (merged by the API server in
+    # the same write that sets nodeName); "patch": a separate PATCH before the binding POST
+    assignment_write: Literal["binding", "patch"] = "binding"
+    # Normal "Scheduled" event per bound pod (one extra API call per pod)
+    scheduled_events: bool = True
+    # the same FailedScheduling note is not repeated on a pod within this interval
+    event_repeat_interval_s: Annotated[float, Field(ge=0)] = 60.0
+    # server-side watch duration before the stream is reopened from the last resourceVersion
+    watch_timeout_s: Annotated[int, Field(ge=1)] = 300
+    # per-request client timeout for writes and lists
+    request_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+def load_serve_config(path: str | Path | None) -> ServeConfig:
+    """The config at ``path`` (YAML or JSON), or the defaults; errors are ``SpecError`` naming the path."""
+    if path is None:
+        return ServeConfig()
+    doc = parse_document(read_text(path), str(path))
+    return validate_model(ServeConfig, doc if doc is not None else {}, str(path))

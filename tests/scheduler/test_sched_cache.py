@@ -1,0 +1,110 @@
+"""The cluster cache: which node changes rebuild the topology, level labels, bound-pod accounting."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+
+from models.spec import LevelSpec
+from scheduler.cache import ClusterCache, bound_pod
+from scheduler.logs import JsonFormatter
+from tests.integration import objects as o
+
+LEVELS = [LevelSpec(name="rack", label=o.RACK_LABEL)]
+
+
+def cache_with(*nodes) -> ClusterCache:
+    c = ClusterCache("toposched", LEVELS)
+    c.replace_nodes(nodes)
+    c.refresh()
+    return c
+
+
+def test_heartbeats_do_not_rebuild_the_topology_but_label_changes_do():
+    n = o.node("n0", rack="r0")
+    c = cache_with(n)
+    version = c.version
+    beat = copy.deepcopy(n)
+    beat["status"]["conditions"][0]["lastHeartbeatTime"] = "2026-01-01T00:00:10Z"
+    beat["metadata"]["resourceVersion"] = "99"
+    assert not c.upsert_node(beat)
+    assert not c.refresh() and c.version == version
+    moved = copy.deepcopy(n)
+    moved["metadata"]["labels"][o.RACK_LABEL] = "r9"
+    assert c.upsert_node(moved) and c.refresh() and c.version == version + 1
+    assert c.arrays.node_domain(0, 0) == "r9"
+
+
+def test_not_ready_and_cordon_reach_the_arrays():
+    n = o.node("n0", rack="r0", ready=False)
+    c = cache_with(n)
+    assert not c.arrays.ready[0]
+    n = o.node("n0", rack="r0")
+    n["spec"]["unschedulable"] = True
+    c.upsert_node(n)
+    c.refresh()
+    assert c.arrays.ready[0] and c.arrays.unschedulable[0]
+
+
+def test_node_without_a_level_label_is_its_own_domain():
+    c = cache_with(o.node("n0", rack="r0"), o.node("n1"), o.node("n2"))
+    assert [c.arrays.node_domain(i, 0) for i in range(3)] == ["r0", "unlabelled-n1", "unlabelled-n2"]
+
+
+def test_levels_are_inferred_when_the_config_names_none():
+    labels = {"topology.kubernetes.io/zone": "z1", "network.topology.nvidia.com/spine": "s1",
+              "network.topology.nvidia.com/leaf": "l1"}
+    c = ClusterCache("toposched", None)
+    c.replace_nodes([o.node("n0", labels=labels)])
+    c.refresh()
+    assert [lv.name for lv in c.levels] == ["zone", "spine", "leaf"]
+
+
+def test_unreadable_node_is_left_out_with_the_problem():
+    c = cache_with(o.node("bad", annotations={"toposched.io/topology": "not json"}), o.node("ok"))
+    assert c.arrays.node_names == ("ok",)
+    assert "bad" in c.invalid_nodes and "toposched.io/topology" in c.invalid_nodes["bad"]
+
+
+def test_bound_pod_of_another_scheduler_with_unmodelled_resources_is_still_counted():
+    p = o.pod("x", 2, scheduler="default-scheduler", node_name="n0")
+    p["spec"]["containers"][0]["resources"]["requests"]["example.com/fpga"] = "1"
+    rec, problem = bound_pod(p)
+    assert (rec.cpu_milli, rec.memory_mib, rec.gpus, rec.assigned, problem) == (1000, 1024, 2, None, None)
+
+
+def test_terminal_and_deleted_pods_free_their_gpus():
+    c = cache_with(o.node("n0", rack="r0"))
+    c.upsert_pod(o.pod("a", 4, node_name="n0"))
+    c.upsert_pod(o.pod("b", 4, node_name="n0"))
+    assert c.ledger.live.full_free_count()[0] == 0
+    done = o.pod("a", 4, node_name="n0")
+    done["status"]["phase"] = "Succeeded"
+    assert c.upsert_pod(done) == "gone"
+    c.delete_pod("default/b")
+    assert c.ledger.live.full_free_count()[0] == 8
+    c.ledger.check_invariants()
+
+
+def test_pods_on_a_node_that_appears_later_are_counted_then():
+    c = cache_with(o.node("n0", rack="r0"))
+    c.upsert_pod(o.pod("early", 8, node_name="n1"))
+    c.upsert_node(o.node("n1", rack="r0"))
+    c.refresh()
+    assert c.ledger.get("default/early").node == c.arrays.node_index["n1"]
+
+
+def test_json_logs_carry_pod_and_gang_keys():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger("toposched.test-json")
+    log.addHandler(handler)
+    log.propagate = False
+    log.warning("bind failed: %s", "503", extra={"pod": "ml/w-0", "gang": "ml/llm", "node": "n3"})
+    doc = json.loads(stream.getvalue())
+    assert (doc["level"], doc["logger"], doc["msg"], doc["pod"], doc["gang"], doc["node"]) == (
+        "warning", "toposched.test-json", "bind failed: 503", "ml/w-0", "ml/llm", "n3")
+    assert doc["ts"].endswith("Z")

@@ -1,0 +1,57 @@
+"""``toposched serve`` configuration and command line."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.errors import SpecError
+from scheduler import cli
+from scheduler.serve_config import ServeConfig, load_serve_config
+
+
+def test_defaults_match_kube_scheduler():
+    cfg = ServeConfig()
+    le = cfg.leader_election
+    assert (le.lease_duration_s, le.renew_deadline_s, le.retry_period_s) == (15.0, 10.0, 2.0)
+    assert (cfg.backoff.initial_s, cfg.backoff.max_s) == (1.0, 10.0)
+    assert cfg.scheduler_name == "toposched" and cfg.levels is None
+
+
+def test_example_config_in_deploy_is_valid(tmp_path):
+    from pathlib import Path
+
+    import yaml
+
+    cm = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "scheduler" / "configmap.yaml").read_text())
+    path = tmp_path / "config.yaml"
+    path.write_text(cm["data"]["config.yaml"])
+    cfg = load_serve_config(path)
+    assert [lv.name for lv in cfg.levels] == ["block", "rack"]
+
+
+@pytest.mark.parametrize("text,where", [
+    ("leader_election: {lease_duration_s: 5, renew_deadline_s: 10}\n", "leader_election"),
+    ("backoff: {initial_s: 5, max_s: 1}\n", "backoff"),
+    ("levels: [{name: Rack}]\n", "levels[0].name"),
+    ("bind_workers: 0\n", "bind_workers"),
+    ("unknown_key: 1\n", "unknown_key"),
+    ("assignment_write: sometimes\n", "assignment_write"),
+], ids=["lease-timings", "backoff-order", "level-name", "workers", "extra-key", "literal"])
+def test_bad_config_names_the_file_and_path(tmp_path, text, where):
+    path = tmp_path / "serve.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as exc:
+        load_serve_config(path)
+    assert str(path) in str(exc.value) and where in str(exc.value)
+
+
+def test_missing_config_file_is_a_user_error(capsys, tmp_path):
+    assert cli.main(["serve", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_no_cluster_and_no_kubeconfig_is_a_clear_error(capsys, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert cli.main(["serve", "--mode", "scheduler"]) == 2
+    err = capsys.readouterr().err
+    assert "in-cluster config" in err and "--kubeconfig" in err
