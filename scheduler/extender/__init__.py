@@ -1,0 +1,1 @@
+"""kube-scheduler HTTP extender mode: wire format, verbs on the shared cache and engine, HTTP server (docs/extender.md)."""

@@ -1,0 +1,210 @@
+"""The extender's view of the cluster: the secondary scheduler's ``ClusterCache``, shared safely between threads.
+
+The cache is built for one owning thread; in extender mode the reflectors (watch threads)
+write to it and the HTTP threads read it, so ``CacheState`` puts one lock around both and
+is itself the reflectors' ``WatchSink``. It adds the one thing the cache does not keep
+that preemption needs: the priority of every bound pod. ``ClusterState`` is the
+interface the handlers use; tests build a ``CacheState`` from Node/Pod dicts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from models.placement import Placement
+from models.spec import LevelSpec
+from scheduler import workloads
+from scheduler.cache import GROUP_KINDS, ClusterCache
+from scheduler.ledger import Allocation, LedgerError
+from scheduler.snapshot import Snapshot
+
+
+class ClusterState(Protocol):
+    """What the extender handlers read and write."""
+
+    def levels(self) -> list[LevelSpec]: ...
+
+    def is_synced(self) -> bool: ...
+
+    def snapshot(self) -> Snapshot | None:
+        """A copy of the free capacity (None: no usable node yet)."""
+
+    def holds(self, key: str) -> bool:
+        """The ledger counts pod ``key`` (assumed or bound)."""
+
+    def assume(self, key: str, placement: Placement, gang: str | None) -> None: ...
+
+    def forget(self, key: str) -> None: ...
+
+    def pending_pod(self, key: str) -> dict[str, Any] | None: ...
+
+    def pending_group_pods(self, gang: str) -> list[dict[str, Any]]: ...
+
+    def group_object(self, ref: workloads.ObjectRef | None) -> dict[str, Any] | None: ...
+
+    def bound_gang_members(self, gang: str) -> int: ...
+
+    def pods_on_node(self, node: str) -> list[tuple[dict[str, Any], Allocation]]:
+        """``({metadata: {uid}, spec: {priority}}, allocation)`` of every pod the ledger has on ``node``."""
+
+
+class CacheState:
+    """``ClusterCache`` behind a lock, fed by reflectors (``replace`` / ``apply``)."""
+
+    def __init__(self, cache: ClusterCache) -> None:
+        self.cache = cache
+        self._lock = threading.RLock()
+        self._priority: dict[str, tuple[str, int]] = {}  # bound pod key -> (uid, priority)
+        self._synced = threading.Event()
+        self._sources: list[threading.Event] = []
+
+    @classmethod
+    def from_objects(cls, nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]] = (), *,
+                     scheduler_name: str = "default-scheduler", levels: list[LevelSpec] | None = None,
+                     groups: Mapping[str, Iterable[Mapping[str, Any]]] | None = None) -> CacheState:
+        """A synced state from plain API dicts (tests, benchmarks)."""
+        state = cls(ClusterCache(scheduler_name, levels))
+        state.replace("nodes", [dict(n) for n in nodes])
+        state.replace("pods", [dict(p) for p in pods])
+        for resource, items in (groups or {}).items():
+            state.replace(resource, [dict(o) for o in items])
+        state.mark_synced()
+        return state
+
+    # --- WatchSink ------------------------------------------------------------------------
+
+    def replace(self, resource: str, items: list[dict[str, Any]]) -> None:
+        with self._lock:
+            if resource == "nodes":
+                self.cache.replace_nodes(items)
+            elif resource == "pods":
+                self.cache.replace_pods(items)
+                self._priority = {}
+                for pod in items:
+                    self._note(pod)
+            elif resource in GROUP_KINDS.values():
+                self.cache.replace_groups(resource, items)
+
+    def apply(self, resource: str, type_: str, obj: dict[str, Any]) -> None:
+        with self._lock:
+            if resource == "nodes":
+                name = (obj.get("metadata") or {}).get("name") or ""
+                if type_ == "DELETED":
+                    self.cache.delete_node(name)
+                else:
+                    self.cache.upsert_node(obj)
+            elif resource == "pods":
+                key = workloads.pod_key(obj)
+                if type_ == "DELETED":
+                    self.cache.delete_pod(key)
+                    self._priority.pop(key, None)
+                else:
+                    self.cache.upsert_pod(obj)
+                    self._note(obj)
+            elif resource in GROUP_KINDS.values():
+                if type_ == "DELETED":
+                    self.cache.delete_group(resource, obj)
+                else:
+                    self.cache.upsert_group(resource, obj)
+
+    def _note(self, pod: Mapping[str, Any]) -> None:
+        key = workloads.pod_key(pod)
+        if key in self.cache.bound:
+            meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+            prio = spec.get("priority")
+            self._priority[key] = (str(meta.get("uid") or ""),
+                                   prio if isinstance(prio, int) and not isinstance(prio, bool) else 0)
+        else:
+            self._priority.pop(key, None)
+
+    def mark_synced(self) -> None:
+        self._synced.set()
+
+    def synced_when(self, *events: threading.Event) -> None:
+        """Synced once every one of ``events`` is set (the reflectors' first lists)."""
+        self._sources = list(events)
+
+    def refresh(self) -> None:
+        """Rebuild the topology now if nodes changed (so a verb does not pay for it)."""
+        with self._lock:
+            self.cache.refresh()
+
+    # --- ClusterState ------------------------------------------------------------------------
+
+    def is_synced(self) -> bool:
+        if not self._synced.is_set() and self._sources and all(e.is_set() for e in self._sources):
+            self.refresh()
+            self._synced.set()
+        return self._synced.is_set()
+
+    def levels(self) -> list[LevelSpec]:
+        with self._lock:
+            self.cache.refresh()
+            return list(self.cache.levels)
+
+    def snapshot(self) -> Snapshot | None:
+        with self._lock:
+            self.cache.refresh()
+            return self.cache.snapshot()
+
+    def holds(self, key: str) -> bool:
+        with self._lock:
+            return self.cache.ledger is not None and key in self.cache.ledger
+
+    def assume(self, key: str, placement: Placement, gang: str | None) -> None:
+        """Record a placement before binding; the node index is re-read in case the topology was rebuilt."""
+        with self._lock:
+            self.cache.refresh()
+            arrays = self.cache.arrays
+            idx = None if arrays is None else arrays.node_index.get(placement.node)
+            if idx is None:
+                raise LedgerError(f"node {placement.node} left the cluster")
+            if idx != placement.node_index:
+                placement = Placement(placement.pod, placement.node, idx, placement.gpus, placement.gpu_milli,
+                                      placement.cpu_milli, placement.memory_mib, placement.gang, placement.role,
+                                      placement.owner)
+            self.cache.assume(key, placement, gang)
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self.cache.forget(key)
+
+    def pending_pod(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self.cache.pending.get(key)
+
+    def pending_group_pods(self, gang: str) -> list[dict[str, Any]]:
+        with self._lock:
+            out = []
+            for pod in self.cache.pending.values():
+                try:
+                    ref = workloads.group_of(pod)
+                except workloads.WorkloadError:
+                    continue
+                if ref is not None and ref.key == gang:
+                    out.append(pod)
+            return out
+
+    def group_object(self, ref: workloads.ObjectRef | None) -> dict[str, Any] | None:
+        with self._lock:
+            return self.cache.group_object(ref)
+
+    def bound_gang_members(self, gang: str) -> int:
+        with self._lock:
+            return self.cache.bound_in_gang(gang)
+
+    def pods_on_node(self, node: str) -> list[tuple[dict[str, Any], Allocation]]:
+        with self._lock:
+            ledger = self.cache.ledger
+            if ledger is None:
+                return []
+            out = []
+            for key in sorted(self.cache.by_node.get(node, ())):
+                alloc = ledger.get(key)
+                if alloc is None:
+                    continue
+                uid, prio = self._priority.get(key, (self.cache.bound[key].uid if key in self.cache.bound else "", 0))
+                out.append(({"metadata": {"uid": uid, "name": key}, "spec": {"priority": prio}}, alloc))
+            return out
