@@ -1,0 +1,455 @@
+"""Node failures in the live scheduler: detect them, delete the lost pods, repair gangs.
+
+Two parts. ``FailureDetector`` is pure (plain node dicts in, events out, an injected
+clock, no Kubernetes client): a node counts as **failed** when
+
+- its ``Ready`` condition is ``False`` or ``Unknown`` (or missing) for longer than
+  ``grace_s`` (default 30 s), measured on the detector's clock from the first time it
+  saw the node not ready;
+- it carries, at once, a ``NoExecute`` taint whose key is in ``taint_keys``
+  (``node.kubernetes.io/unreachable``, ``node.kubernetes.io/not-ready``: the taints the
+  node lifecycle controller evicts with), or a ``NoExecute``/``NoSchedule`` taint whose
+  key is in ``operator_taint_keys`` (an operator's own "this node is broken" taint). The
+  ``NoSchedule`` forms of the controller's taints only keep new pods off (the
+  ``node-constraints`` filter, which honours tolerations); the node is then not ready
+  anyway and the grace period applies;
+- it was deleted (known before, absent now).
+
+A cordoned node (``spec.unschedulable``) is not failed: new placements avoid it (the
+``node-state`` filter), its pods stay. A failed node that is healthy again is
+**recovered**: it returns to the pool; nothing is moved back.
+
+``FailureHandler`` is the loop's side (``scheduler.loop`` calls ``step`` once per cycle
+and ``take_repairs`` before deciding)::
+
+    node Ready=Unknown ──grace──► NodeFailed ──► ledger.set_failed(node)
+                                      │          Warning NodeFailed on the Node
+                                      ▼
+                     every pod bound there is lost: Warning NodeFailed on the pod,
+                     deleted through the API so that its controller recreates it
+                                      │
+              gang member ────────────┴──────────── replica / plain pod
+                   │                                       │
+      replacement pods arrive (matched to the gang         recreated by its controller,
+      by its labels); the gang unit is a repair:           placed as any pod (replicas
+      plan_repair keeps the survivors ──► repair: bind     keep their spread)
+                      │
+                      └─► impossible: survivors deleted (Warning GangRestart), the
+                          whole gang is placed anew when its pods are back
+
+Every failed node is handled on every step, so many failures at once leave no gang
+waiting behind another.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.placement import Placement, RequestOutcome
+from models.requests import GPU_MILLI, GangRequest, GangRole
+from plugins.base import Context
+from scheduler.repair import plan_repair
+
+log = logging.getLogger("toposched.failures")
+
+DEFAULT_TAINT_KEYS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
+FAILING_EFFECTS = ("NoExecute", "NoSchedule")
+
+
+class NodeFailureConfig(BaseModel):
+    """When a node counts as failed, and what the scheduler does about it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    grace_s: Annotated[float, Field(ge=0)] = 30.0  # Ready False/Unknown this long = failed
+    taint_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_TAINT_KEYS))  # failed when NoExecute
+    operator_taint_keys: list[str] = Field(default_factory=list)  # failed when NoExecute or NoSchedule
+    delete_lost_pods: bool = True  # delete pods on failed nodes so that their controllers recreate them
+    repair_gangs: bool = True  # replacements next to the survivors (else the whole gang restarts)
+
+
+# --------------------------------------------------------------------------- the detector (pure)
+
+
+@dataclass(frozen=True)
+class NodeFailed:
+    node: str
+    reason: str  # "Ready=Unknown for 45s", "tainted node.kubernetes.io/unreachable:NoExecute", "deleted"
+    at: float
+
+
+@dataclass(frozen=True)
+class NodeRecovered:
+    node: str
+    at: float
+
+
+def ready_status(node: Mapping[str, Any]) -> str:
+    """``True``, ``False`` or ``Unknown`` (a node without a Ready condition is ``Unknown``)."""
+    for c in ((node.get("status") or {}).get("conditions") or []):
+        if isinstance(c, Mapping) and c.get("type") == "Ready":
+            s = c.get("status")
+            return s if s in ("True", "False") else "Unknown"
+    return "Unknown"
+
+
+def failing_taint(node: Mapping[str, Any], keys: Iterable[str], operator_keys: Iterable[str] = ()) -> str | None:
+    """``key:effect`` of the first taint that fails the node, else None.
+
+    ``keys`` fail it with effect NoExecute, ``operator_keys`` with NoExecute or NoSchedule.
+    """
+    evicting, operator = set(keys), set(operator_keys)
+    for t in ((node.get("spec") or {}).get("taints") or []):
+        if not isinstance(t, Mapping):
+            continue
+        key, effect = t.get("key"), t.get("effect")
+        if (key in evicting and effect == "NoExecute") or (key in operator and effect in FAILING_EFFECTS):
+            return f"{key}:{effect}"
+    return None
+
+
+class FailureDetector:
+    """Node dicts in, ``NodeFailed`` / ``NodeRecovered`` out; ``observe`` is called with every node list."""
+
+    def __init__(self, config: NodeFailureConfig | None = None, clock: Callable[[], float] | None = None) -> None:
+        self.config = config or NodeFailureConfig()
+        self.clock = clock
+        self.not_ready_since: dict[str, float] = {}
+        self.failed: dict[str, NodeFailed] = {}
+        self.known: set[str] = set()
+
+    def observe(self, nodes: Mapping[str, Mapping[str, Any]], now: float | None = None) -> list[NodeFailed | NodeRecovered]:
+        """Compare the current nodes with what was seen before; events in node-name order."""
+        if now is None:
+            assert self.clock is not None, "give now= or a clock"
+            now = self.clock()
+        out: list[NodeFailed | NodeRecovered] = []
+        for name in sorted(set(nodes) | self.known):
+            obj = nodes.get(name)
+            why = self._why(name, obj, now)
+            was = name in self.failed
+            if why is not None and not was:
+                ev = NodeFailed(name, why, now)
+                self.failed[name] = ev
+                out.append(ev)
+            elif why is None and was:
+                del self.failed[name]
+                out.append(NodeRecovered(name, now))
+        self.known = set(nodes) | set(self.failed)
+        return out
+
+    def _why(self, name: str, obj: Mapping[str, Any] | None, now: float) -> str | None:
+        if obj is None:
+            self.not_ready_since.pop(name, None)
+            return "deleted" if name in self.known or name in self.failed else None
+        taint = failing_taint(obj, self.config.taint_keys, self.config.operator_taint_keys)
+        status = ready_status(obj)
+        if status == "True":
+            self.not_ready_since.pop(name, None)
+        else:
+            since = self.not_ready_since.setdefault(name, now)
+            if now - since >= self.config.grace_s:
+                return f"Ready={status} for {now - since:.0f}s"
+        if taint is not None:
+            return f"tainted {taint}"
+        return None
+
+    def next_deadline(self) -> float | None:
+        """When a node that is not ready now will count as failed (None: none pending)."""
+        pending = [t + self.config.grace_s for n, t in self.not_ready_since.items() if n not in self.failed]
+        return min(pending) if pending else None
+
+
+@dataclass(frozen=True)
+class BoundRef:
+    """What failure handling needs of a bound pod."""
+
+    key: str
+    node: str
+    gang: str | None = None
+    owner: str | None = None
+
+
+@dataclass
+class LostPods:
+    """Pods on failed nodes, grouped the way they are handled."""
+
+    by_gang: dict[str, list[str]] = field(default_factory=dict)
+    by_owner: dict[str, list[str]] = field(default_factory=dict)
+    single: list[str] = field(default_factory=list)
+
+    @property
+    def keys(self) -> list[str]:
+        out = [k for ks in self.by_gang.values() for k in ks] + [k for ks in self.by_owner.values() for k in ks]
+        return sorted(out + self.single)
+
+
+def lost_pods(failed: Iterable[str], pods: Iterable[BoundRef]) -> LostPods:
+    """Pods bound to any of the ``failed`` nodes, per gang, per replica owner, and the rest."""
+    down = set(failed)
+    out = LostPods()
+    for p in sorted(pods, key=lambda p: p.key):
+        if p.node not in down:
+            continue
+        if p.gang is not None:
+            out.by_gang.setdefault(p.gang, []).append(p.key)
+        elif p.owner is not None:
+            out.by_owner.setdefault(p.owner, []).append(p.key)
+        else:
+            out.single.append(p.key)
+    return out
+
+
+# --------------------------------------------------------------------------- the loop's side
+
+
+@dataclass
+class _Lost:
+    """A gang member lost with its node: where it was and what it held (its rails)."""
+
+    key: str
+    node: str
+    gpus: tuple[int, ...]
+    shape: tuple[int, int, int, int]  # GPUs, GPU milli, CPU milli, MiB
+
+
+@dataclass
+class _Repair:
+    gang: str
+    nodes: set[str]
+    lost: list[_Lost] = field(default_factory=list)
+
+
+def _shape(gpus: int, milli: int, cpu: int, mem: int) -> tuple[int, int, int, int]:
+    return (gpus, milli if gpus else GPU_MILLI, cpu, mem)
+
+
+class FailureHandler:
+    """Detection, lost pods and gang repair for one ``scheduler.loop.Scheduler``."""
+
+    def __init__(self, config: NodeFailureConfig | None, clock: Callable[[], float]) -> None:
+        self.config = config or NodeFailureConfig()
+        self.clock = clock
+        self.detector = FailureDetector(self.config, clock)
+        self.repairing: dict[str, _Repair] = {}
+        self.deleting: set[str] = set()
+        self.repaired = 0  # gangs repaired keeping survivors (tests and logs read it)
+        self.restarted = 0  # gangs that could not be repaired
+
+    @property
+    def failed(self) -> dict[str, NodeFailed]:
+        return self.detector.failed
+
+    # ------------------------------------------------------------------ once per cycle
+
+    def step(self, sched: Any) -> None:
+        """Detect, mark the ledger, and (when leading) delete the pods lost on failed nodes."""
+        if not self.config.enabled or "nodes" not in sched.synced:
+            return
+        cache = sched.cache
+        leading = sched.is_leader()
+        for ev in self.detector.observe(cache.nodes, self.clock()):
+            if isinstance(ev, NodeFailed):
+                log.warning("node failed: %s", ev.reason, extra={"node": ev.node})
+                if leading:
+                    sched.reporter.event(_node_ref(cache, ev.node), "Warning", "NodeFailed", "Rescheduling",
+                                         f"toposched counts node {ev.node} as failed ({ev.reason}); its GPUs leave "
+                                         "the pool and its pods are replaced")
+            else:
+                log.info("node recovered", extra={"node": ev.node})
+                if leading:
+                    sched.reporter.event(_node_ref(cache, ev.node), "Normal", "NodeRecovered", "Rescheduling",
+                                         f"node {ev.node} is healthy again and returns to the pool; "
+                                         "nothing is moved back")
+                sched.queue.cluster_changed()
+        self._mark(cache)
+        self.deleting &= set(cache.bound) | set(cache.pending)
+        if leading and self.failed:
+            self._lost(sched)
+
+    def _mark(self, cache: Any) -> None:
+        """Failed nodes out of the ledger's free pool (again after every topology rebuild)."""
+        ledger, arrays = cache.ledger, cache.arrays
+        if ledger is None or arrays is None:
+            return
+        want = {arrays.node_index[n] for n in self.failed if n in arrays.node_index}
+        marked = {int(i) for i, f in enumerate(ledger.live.failed) if f}
+        for i in want - marked:
+            ledger.set_failed(i, True)
+        for i in marked - want:
+            ledger.set_failed(i, False)
+
+    def _lost(self, sched: Any) -> None:
+        cache = sched.cache
+        refs = [BoundRef(rec.key, rec.node, rec.gang, rec.owner) for rec in cache.bound.values()
+                if rec.node in self.failed and rec.key not in self.deleting]
+        lost = lost_pods(self.failed, refs)
+        for gang, keys in lost.by_gang.items():
+            rep = self.repairing.setdefault(gang, _Repair(gang, set()))
+            for key in keys:
+                rec = cache.bound[key]
+                a = cache.ledger.get(key) if cache.ledger is not None else None
+                gpus = a.gpus if a is not None else (rec.assigned or ())
+                rep.nodes.add(rec.node)
+                rep.lost.append(_Lost(key, rec.node, tuple(gpus), _shape(rec.gpus, rec.gpu_milli, rec.cpu_milli,
+                                                                          rec.memory_mib)))
+        for key in lost.keys:
+            rec = cache.bound[key]
+            why = self.failed[rec.node].reason
+            note = f"node {rec.node} failed ({why})"
+            if self.config.delete_lost_pods:
+                note += "; deleted by toposched so that its controller recreates it"
+                if rec.gang is not None:
+                    note += f"; gang {rec.gang} is repaired next to its surviving members"
+            sched.reporter.event(sched._ref(key), "Warning", "NodeFailed", "Deleting", note, dedup=False)
+            self.deleting.add(key)
+            if self.config.delete_lost_pods:
+                _delete(sched, key)
+
+    # ------------------------------------------------------------------ before a decision
+
+    def take_repairs(self, sched: Any, units: list[Any], stats: Any) -> list[Any]:
+        """Decide the gang units that are repairs (survivors bound); return the other units."""
+        if not self.config.enabled or not self.repairing:
+            return units
+        rest = []
+        for unit in units:
+            gang = unit.key.removeprefix("gang:") if unit.is_gang else None
+            rep = self.repairing.get(gang) if gang is not None else None
+            if rep is None:
+                rest.append(unit)
+                continue
+            if not self._survivors(sched.cache, gang):
+                self.repairing.pop(gang, None)  # nothing survived: an ordinary gang placement
+                rest.append(unit)
+                continue
+            try:
+                self._repair(sched, unit, rep, stats)
+            except Exception as exc:  # noqa: BLE001 - a repair bug parks this gang, not the loop
+                log.exception("gang repair failed", extra={"gang": gang})
+                sched._scheduler_error(unit, f"internal error while repairing the gang: {type(exc).__name__}: {exc}")
+        return rest
+
+    def _survivors(self, cache: Any, gang: str) -> list[Any]:
+        """Ledger allocations of the gang's members that are not on failed nodes."""
+        if cache.ledger is None or cache.arrays is None:
+            return []
+        names = cache.arrays.node_names
+        return sorted((a for a in cache.ledger.of_gang(gang)
+                       if names[a.node] not in self.failed and a.key not in self.deleting), key=lambda a: a.key)
+
+    def _repair(self, sched: Any, unit: Any, rep: _Repair, stats: Any) -> None:
+        built = sched._build(unit)
+        if built is None:
+            return  # not ready (members missing) or not readable: _build parked it
+        req, members = built
+        cache = sched.cache
+        survivors = self._survivors(cache, rep.gang)
+        full, kept, old = _full_request(req, survivors, rep.lost, cache.arrays)
+        snap = cache.snapshot()
+        pending = [m for m, _ in req.member_names()]
+        if self.config.repair_gangs:
+            plan = plan_repair(sched.engine, snap, full, kept, pending, Context(), lost=old)
+        else:
+            plan = None
+        if plan is not None and plan.action == "repair":
+            self.repairing.pop(rep.gang, None)
+            self.repaired += 1
+            out = RequestOutcome(req.name, "gang", plan.outcome.placements, plan.outcome.report)
+            note = plan.outcome.report.note
+            for p in out.placements:
+                sched.reporter.event(sched._ref(members[p.pod]), "Normal", "GangRepaired", "Scheduling",
+                                     f"replaces a member of gang {rep.gang} lost on failed node(s) "
+                                     f"{', '.join(sorted(rep.nodes))}: {note}; placed on {p.node}", dedup=False)
+            log.info("gang repaired: %s", note, extra={"gang": rep.gang})
+            sched._apply_outcome(unit, req, members, out, stats)
+            return
+        why = plan.why if plan is not None else "repair is disabled (node_failures.repair_gangs: false)"
+        self.repairing.pop(rep.gang, None)
+        self.restarted += 1
+        then = "the whole gang is placed anew" if plan is None or plan.action == "replace" else \
+            "the whole gang waits in the queue"
+        note = (f"Deleted by toposched: gang {rep.gang} lost members on failed node(s) "
+                f"{', '.join(sorted(rep.nodes))} and cannot be repaired next to its survivors ({why}); {then}")
+        log.warning("gang cannot be repaired: %s", why, extra={"gang": rep.gang})
+        for a in survivors:
+            sched.reporter.event(sched._ref(a.key), "Warning", "GangRestart", "Deleting", note, dedup=False)
+            self.deleting.add(a.key)
+            _delete(sched, a.key)
+        for key in members.values():
+            sched.reporter.event(sched._ref(key), "Warning", "GangRestart", "Scheduling",
+                                 f"gang {rep.gang} cannot be repaired ({why}); its surviving members are deleted "
+                                 f"and {then}")
+        sched.queue.requeue(unit)
+        sched.queue.backoff(unit.key)
+
+
+def _full_request(req: GangRequest, survivors: list[Any], lost: list[_Lost],
+                  arrays: Any) -> tuple[GangRequest, list[Placement], list[Placement]]:
+    """The whole gang (pending replacements + survivors), survivors as placements, lost GPU sets.
+
+    Survivors join the role with their shape (a new role if none has it) after the pending
+    members, so the pending members keep the names ``_build`` gave them.
+    """
+    roles = list(req.roles)
+    counts = [r.count for r in roles]
+    kept: list[tuple[int, Any]] = []
+    for a in survivors:
+        gpus = len(a.gpus) if a.gpu_milli >= GPU_MILLI else (1 if a.gpus else 0)
+        shape = _shape(gpus, a.gpu_milli, a.cpu_milli, a.memory_mib)
+        idx = next((i for i, r in enumerate(roles) if _shape(r.gpus, r.gpu_milli, r.cpu_milli, r.memory_mib) == shape),
+                   None)
+        if idx is None:
+            roles.append(GangRole(name=f"survivor-{len(roles)}", count=1, gpus=gpus, gpu_milli=shape[1],
+                                  cpu_milli=a.cpu_milli, memory_mib=a.memory_mib))
+            counts.append(0)
+            idx = len(roles) - 1
+        kept.append((idx, a))
+        counts[idx] += 1
+    new_roles = tuple(r.model_copy(update={"count": c}) for r, c in zip(roles, counts, strict=True))
+    full = GangRequest(name=req.name, roles=new_roles, required_level=req.required_level,
+                       preferred_level=req.preferred_level, rail_aligned=req.rail_aligned, priority=req.priority)
+    nxt = [r.count for r in req.roles] + [0] * (len(roles) - len(req.roles))
+    places = []
+    for idx, a in kept:
+        role = new_roles[idx]
+        places.append(Placement(f"{req.name}/{role.name}-{nxt[idx]}", arrays.node_names[a.node], a.node, a.gpus,
+                                a.gpu_milli, a.cpu_milli, a.memory_mib, gang=req.name, role=role.name))
+        nxt[idx] += 1
+    pool = list(lost)
+    old = []
+    for member, role in req.member_names():
+        shape = _shape(role.gpus, role.gpu_milli, role.cpu_milli, role.memory_mib)
+        hit = next((x for x in pool if x.shape == shape), None)
+        if hit is not None:
+            pool.remove(hit)
+            old.append(Placement(member, hit.node, arrays.node_index.get(hit.node, -1), hit.gpus, role.gpu_milli,
+                                 role.cpu_milli, role.memory_mib, gang=req.name, role=role.name))
+    return full, places, old
+
+
+def _node_ref(cache: Any, name: str) -> Any:
+    from scheduler.ports import ObjectRef
+
+    uid = ((cache.nodes.get(name) or {}).get("metadata") or {}).get("uid") or ""
+    return ObjectRef("Node", "", name, uid)
+
+
+def _delete(sched: Any, key: str) -> None:
+    """Delete a pod through the API on the loop's worker pool; failures come back as ``deleted`` messages."""
+    ref = sched._ref(key)
+
+    def run() -> Any:
+        err = sched._delete(ref)
+        return None if err is None or err.is_not_found else err  # already gone is what we wanted
+
+    if sched._pool is None:
+        sched._handle(("deleted", key, run()))
+    else:
+        sched._pool.submit(lambda: sched.inbox.put(("deleted", key, run())))

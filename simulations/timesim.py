@@ -1,0 +1,747 @@
+"""Time-based simulator: training gangs and inference replicas arrive, run, fail and leave.
+
+Every placement decision is the engine's (``scheduler.engine.place``; repairs
+``scheduler.repair.repair_gang``); every allocation goes through a ``Ledger``. The
+event loop is ``simulations.core.EventLoop`` (seeded, simulated clock). Phases of a run:
+
+1. **Workload.** ``simulations.workload.generate`` draws jobs, services and node
+   failures from the workload file and the seed (the same for every policy).
+2. **Events** (same-time order: failures and detections, departures, arrivals, HPA,
+   timeouts, then one scheduling cycle):
+
+   - job arrival: its pods join the queue;
+   - scheduling cycle (after any change): pending units in order (priority, then
+     arrival); each is tried once per cycle; a unit shape that did not fit is not tried
+     again until capacity is freed (``free_epoch``);
+   - job completion: its pods leave;
+   - node failure: running jobs on the node stop at once; after ``detection_s`` the
+     node leaves the pool and its pods count as lost; after ``recreate_s`` more the job
+     controller's replacement pods are pending and the policy's failure handling runs;
+   - node repair: the node returns to the pool (nothing moves back);
+   - HPA sync: each service's desired replicas from its demand curve (scale-down
+     stabilised over a window); replicas added as pending pods or removed;
+   - rendezvous timeout (pods placed one by one only): members that waited too long for
+     their gang give up; the controller recreates all of them.
+3. **Run time.** A job's step time grows with the communication cost of its placement
+   (``simulations.comm_model``); an interruption loses the work since the last
+   checkpoint and a restart pays ``restart_overhead_s``.
+4. **Metrics.** GPU allocation (a step function), useful GPU time (progress of running
+   jobs and serving replicas), start-up waits, JCT, placement communication costs,
+   interruptions and times to repair (``RunResult.summary``).
+
+Policies (``POLICIES``, in ``simulations.timesim_policies``; results in
+``simulations.timesim_metrics``) are engine configurations plus how gangs are placed and how
+failures are handled:
+
+==============  ==========================================  =======================  ====================
+policy          pod scoring (engine plugins)                gang placement           on node failure
+==============  ==========================================  =======================  ====================
+default         least-allocated (spread), replica spread     none: pods one by one    recreate lost pods
+volcano         binpack, replica spread                      all-or-nothing pods      restart whole gang
+topo-greedy     binpack + NVLink island (``binpack``)        greedy tree descent      restart whole gang
+toposched       the ``toposched`` profile (fragmentation..)  tree descent (+CP-SAT)   repair, else restart
+==============  ==========================================  =======================  ====================
+
+With pods placed one by one a gang may hold part of its GPUs while waiting for the
+rest; two such gangs can deadlock. That is modelled, not avoided: members that waited
+``rendezvous_timeout_s`` give up and are recreated (pods restarted by the job controller).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from models.placement import Placement
+from models.requests import GPU_MILLI, GangRequest, GangRole, PodRequest
+from models.topology import TopologyArrays
+from plugins.base import Context
+from scheduler.engine import Engine, place
+from scheduler.ledger import Allocation, Ledger
+from scheduler.repair import plan_repair
+from scheduler.snapshot import PodShape
+from scheduler.workload_mix import WorkloadMix
+from simulations import comm_model
+from simulations.core import EventLoop
+from simulations.timesim_metrics import RunResult, Segment
+from simulations.timesim_policies import POLICIES, Policy, resolve_policies
+from simulations.workload import Generated, Job, Service, WorkloadFile
+
+__all__ = ["POLICIES", "Policy", "RunResult", "Segment", "SimConfig", "TimeSim", "resolve_policies", "simulate"]
+
+# same-time order of events (lower first)
+P_FAIL, P_DETECT, P_DONE, P_RECREATE, P_ARRIVE, P_HPA, P_TIMEOUT, P_CYCLE = range(8)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """How long, which seed, what to leave out of the metrics."""
+
+    hours: float
+    seed: int = 0
+    warmup_hours: float = 0.0
+    gang_solver: str | None = None  # replaces the solver of policies with ``solver_option`` (toposched)
+    gang_time_limit_s: float = 0.2
+    check_every: int = 0  # run ledger.check_invariants() every N cycles (0: at the end only)
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"  # waiting; no member holds resources
+    STARTING = "starting"  # pods one by one: some members placed, not all
+    RUNNING = "running"
+    BROKEN = "broken"  # a node under it died; not yet detected
+    REPAIRING = "repairing"  # lost members to be replaced; survivors hold their place
+    DONE = "done"
+
+
+@dataclass
+class _Member:
+    key: str
+    role: GangRole
+    created_s: float
+    seq: int
+
+
+@dataclass
+class _Job:
+    job: Job
+    req: GangRequest
+    members: dict[str, GangRole]
+    seq: int
+    state: JobState = JobState.QUEUED
+    placed: dict[str, Placement] = field(default_factory=dict)
+    pending: dict[str, _Member] = field(default_factory=dict)
+    pending_since: float = 0.0  # creation time of the oldest pending member
+    pending_roles: dict[str, int] = field(default_factory=dict)  # pending members per role
+    work_left_s: float = 0.0
+    rate: float = 1.0
+    run_t0: float = 0.0  # progress starts (after any restart overhead)
+    token: int = 0  # invalidates scheduled completion / timeout events
+    first_start_s: float | None = None
+    done_s: float | None = None
+    interruptions: int = 0
+    failed_at: float | None = None
+    lost: list[Placement] = field(default_factory=list)
+    repair_times: list[float] = field(default_factory=list)
+    timeouts: int = 0
+    restarted: int = 0  # whole-gang restarts after a failure
+
+    @property
+    def is_single(self) -> bool:
+        return len(self.members) == 1
+
+
+@dataclass
+class _Replica:
+    key: str
+    service: Service
+    created_s: float
+    seq: int
+    placed: Placement | None = None
+    lost_at: float | None = None
+
+
+# --------------------------------------------------------------------------- the simulator
+
+
+class TimeSim:
+    """One policy over one generated workload. ``run()`` returns a ``RunResult``."""
+
+    def __init__(self, arrays: TopologyArrays, gen: Generated, wl: WorkloadFile, policy: Policy, cfg: SimConfig,
+                 progress: Callable[[float], None] | None = None) -> None:
+        self.arrays = arrays
+        self.gen = gen
+        self.wl = wl
+        self.policy = policy
+        self.cfg = cfg
+        self.progress = progress
+        solver = cfg.gang_solver if policy.solver_option else None
+        self.engine = Engine.from_config(policy.engine_config(cfg.seed, solver, cfg.gang_time_limit_s))
+        self.loop = EventLoop(cfg.seed)
+        self.ledger = Ledger(arrays)
+        self.ctx = Context(mix=_mix(gen), rng=np.random.default_rng(cfg.seed))
+        self.hpa_rng = np.random.default_rng([cfg.seed, 1])
+        self.horizon = cfg.hours * 3600.0
+        self.comm = comm_model.CommParams(wl.comm.gradient_mib, wl.comm.base_latency_us, wl.comm.hop_latency_us)
+        self.jobs: dict[str, _Job] = {}
+        self.queue: dict[str, _Job] = {}  # jobs with something to place, by name
+        self.replicas: dict[str, _Replica] = {}
+        self.services: dict[str, dict[str, Any]] = {}
+        self.dead: set[int] = set()  # nodes that died, detected or not
+        self.failed: set[int] = set()  # nodes the scheduler knows as failed
+        self.free_epoch = 0
+        self.memo: dict[tuple, int] = {}
+        self.seq = 0
+        self.cycle_pending = False
+        self.cycles = 0
+        self.alloc_gpus = 0
+        self.timeline: list[tuple[float, int, int]] = [(0.0, 0, arrays.total_gpus)]
+        self.segments: list[Segment] = []
+        self.lost_gpu_s: list[tuple[float, float]] = []
+        self.placements: list[dict] = []
+        self.replica_repairs: list[float] = []
+        self.counters = {"cycles": 0, "decisions": 0, "repairs": 0, "repairs_replaced": 0, "repairs_failed": 0, "gang_restarts": 0,
+                         "rendezvous_timeouts": 0, "node_failures": 0, "pods_lost": 0}
+        self.recovery = wl.recovery
+
+    # ----------------------------------------------------------------- bookkeeping
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _record(self) -> None:
+        healthy = self.arrays.total_gpus - int(self.arrays.gpu_count[list(self.failed)].sum()) if self.failed \
+            else self.arrays.total_gpus
+        row = (self.loop.now, self.alloc_gpus, healthy)
+        if self.timeline and self.timeline[-1][0] == row[0]:
+            self.timeline[-1] = row
+        else:
+            self.timeline.append(row)
+
+    def _assume(self, p: Placement, gang: str | None = None, owner: str | None = None) -> None:
+        self.ledger.assume(Allocation(p.pod, p.node_index, p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib,
+                                      gang=gang, owner=owner))
+        self.ledger.confirm(p.pod)
+        self.alloc_gpus += _whole(p)
+
+    def _release(self, p: Placement) -> None:
+        self.ledger.release(p.pod)
+        self.alloc_gpus -= _whole(p)
+        self.free_epoch += 1
+
+    def _add_pending(self, js: _Job, key: str) -> None:
+        """A (new or recreated) member pod waits to be placed."""
+        now = self.loop.now
+        js.pending_since = now if not js.pending else min(js.pending_since, now)
+        if key not in js.pending:
+            role = js.members[key].name
+            js.pending_roles[role] = js.pending_roles.get(role, 0) + 1
+        js.pending[key] = _Member(key, js.members[key], now, self._next_seq())
+
+    def _placed(self, js: _Job, key: str) -> None:
+        """A pending member got its place."""
+        m = js.pending.pop(key)
+        js.pending_roles[m.role.name] -= 1
+
+    def _kick(self) -> None:
+        """Run one scheduling cycle after the events of this instant."""
+        if not self.cycle_pending:
+            self.cycle_pending = True
+            self.loop.schedule(self.loop.now, self._cycle, P_CYCLE)
+
+    # ----------------------------------------------------------------- setup and run
+
+    def run(self) -> RunResult:
+        t0 = time.perf_counter()
+        for j in self.gen.jobs:
+            self.loop.schedule(j.arrival_s, self._arrive(j), P_ARRIVE)
+        for f in self.gen.failures:
+            if f.node in self.arrays.node_index:
+                self.loop.schedule(f.at_s, self._fail(self.arrays.node_index[f.node], f.repair_s), P_FAIL)
+        inf = self.wl.inference
+        if inf is not None and self.gen.services:
+            for s in self.gen.services:
+                self.services[s.name] = {"service": s, "history": [], "next": 0}
+            self.loop.schedule(0.0, self._hpa, P_HPA)
+        if self.progress is not None:
+            step = max(self.horizon / 200.0, 1.0)
+            t = step
+            while t < self.horizon:
+                self.loop.schedule(t, lambda lp: self.progress(lp.now), P_CYCLE + 1)
+                t += step
+        self.loop.run(until=self.horizon)
+        self._finish()
+        self.ledger.check_invariants()
+        return self._result(time.perf_counter() - t0)
+
+    def _finish(self) -> None:
+        """Close the segments of work still running at the horizon."""
+        now = self.horizon
+        for js in self.jobs.values():
+            if js.state == JobState.RUNNING and now > js.run_t0:
+                self.segments.append(Segment(js.run_t0, now, js.job.gpus * js.rate))
+        for r in self.replicas.values():
+            if r.placed is not None:
+                self.segments.append(Segment(r.created_s, now, float(r.service.gpus_per_replica)))
+        self._record()
+
+    # ----------------------------------------------------------------- jobs
+
+    def _request(self, job: Job) -> GangRequest:
+        roles = []
+        if job.launcher:
+            roles.append(GangRole(name="launcher", count=1, cpu_milli=job.launcher_cpu_milli,
+                                  memory_mib=job.launcher_memory_mib))
+        per = job.gpus_per_worker
+        roles.append(GangRole(name="worker", count=job.workers, gpus=per, cpu_milli=job.cpu_milli_per_gpu * max(per, 1),
+                              memory_mib=job.memory_mib_per_gpu * max(per, 1)))
+        hints = self.policy.topology_hints
+        return GangRequest(name=job.name, roles=tuple(roles),
+                           preferred_level=job.preferred_level if hints else None,
+                           required_level=job.required_level if hints else None,
+                           rail_aligned=job.rail_aligned and hints and job.workers > 1, priority=job.priority)
+
+    def _arrive(self, job: Job) -> Callable[[EventLoop], None]:
+        def fire(loop: EventLoop) -> None:
+            req = self._request(job)
+            members = dict(req.member_names())
+            js = _Job(job, req, members, self._next_seq(), work_left_s=job.duration_s)
+            for key in members:
+                self._add_pending(js, key)
+            self.jobs[job.name] = js
+            self.queue[job.name] = js
+            self._kick()
+        return fire
+
+    def _start(self, js: _Job) -> None:
+        """All members placed: the job runs (or is broken at once if a member sits on a dead node)."""
+        now = self.loop.now
+        first = js.first_start_s is None
+        if first:
+            js.first_start_s = now
+        on_dead = any(p.node_index in self.dead for p in js.placed.values())
+        if js.failed_at is not None and not on_dead:
+            js.repair_times.append(now - js.failed_at)
+            js.failed_at = None
+        self.queue.pop(js.job.name, None)
+        gpus_by_node: dict[int, list[int]] = {}
+        for p in js.placed.values():
+            if p.gpus:
+                gpus_by_node.setdefault(p.node_index, []).extend(p.gpus)
+        job = js.job
+        rate = 1.0
+        if job.gpus > 1:
+            cost = comm_model.comm_cost(self.arrays, gpus_by_node, self.comm)
+            ideal = comm_model.ideal_allreduce_s(self.arrays, job.workers, job.gpus_per_worker, self.comm)
+            slow = comm_model.slowdown(cost.allreduce_s, ideal, job.comm_share)
+            rate = 1.0 / max(slow, 1e-9)
+            self.placements.append({"t": now, "job": job.name, "gpus": job.gpus, "slowdown": slow,
+                                    "repair": not first, **cost.to_json()})
+        js.rate = rate
+        js.run_t0 = now + (0.0 if first and js.interruptions == 0 else self.recovery.restart_overhead_s)
+        js.state = JobState.RUNNING
+        js.token += 1
+        if on_dead:  # placed on a node that died before the scheduler noticed: broken at once
+            if js.failed_at is None:
+                js.failed_at = now
+            self._interrupt(js, now)
+            return
+        token = js.token
+        end = js.run_t0 + js.work_left_s / rate
+        self.loop.schedule(end, lambda lp: self._complete(js, token), P_DONE)
+
+    def _complete(self, js: _Job, token: int) -> None:
+        if token != js.token or js.state != JobState.RUNNING:
+            return
+        now = self.loop.now
+        self.segments.append(Segment(js.run_t0, now, js.job.gpus * js.rate))
+        js.work_left_s = 0.0
+        js.state = JobState.DONE
+        js.done_s = now
+        for p in list(js.placed.values()):
+            self._release(p)
+        js.placed.clear()
+        self._record()
+        self._kick()
+
+    def _interrupt(self, js: _Job, t: float) -> None:
+        """A running job stops at ``t``: keep the work up to its last checkpoint."""
+        elapsed = max(0.0, t - js.run_t0)
+        done = min(elapsed * js.rate, js.work_left_s)
+        interval = self.recovery.checkpoint_interval_s
+        kept = min(math.floor(elapsed / interval) * interval * js.rate, done)
+        if elapsed > 0:
+            self.segments.append(Segment(js.run_t0, t, js.job.gpus * js.rate))
+        self.lost_gpu_s.append((t, (done - kept) * js.job.gpus))
+        js.work_left_s -= kept
+        js.interruptions += 1
+        js.token += 1
+        js.state = JobState.BROKEN
+
+    # ----------------------------------------------------------------- failures
+
+    def _fail(self, node: int, repair_s: float | None) -> Callable[[EventLoop], None]:
+        def fire(loop: EventLoop) -> None:
+            if node in self.dead:
+                return
+            self.dead.add(node)
+            self.counters["node_failures"] += 1
+            now = loop.now
+            for js in self.jobs.values():
+                if any(p.node_index == node for p in js.placed.values()):
+                    if js.state == JobState.RUNNING:
+                        js.failed_at = now
+                        self._interrupt(js, now)
+                    elif js.failed_at is None and js.state != JobState.DONE:
+                        js.failed_at = now
+            for r in self.replicas.values():
+                if r.placed is not None and r.placed.node_index == node:
+                    r.lost_at = now
+            detect = self.wl.failures.detection_s
+            loop.schedule(now + detect, lambda lp: self._detect(node), P_DETECT)
+            if repair_s is not None:
+                loop.schedule(now + detect + repair_s, lambda lp: self._recover(node), P_FAIL)
+        return fire
+
+    def _detect(self, node: int) -> None:
+        """The scheduler sees the node failed: its GPUs leave the pool, its pods are lost."""
+        now = self.loop.now
+        self.failed.add(node)
+        self.ledger.set_failed(node, True)
+        recreate = self.wl.failures.recreate_s
+        for js in list(self.jobs.values()):
+            lost = [p for p in js.placed.values() if p.node_index == node]
+            if not lost:
+                continue
+            for p in lost:
+                self._release(p)
+                del js.placed[p.pod]
+                js.lost.append(p)
+                self.counters["pods_lost"] += 1
+            self.loop.schedule(now + recreate, lambda lp, js=js: self._recreated(js), P_RECREATE)
+        for r in list(self.replicas.values()):
+            if r.placed is not None and r.placed.node_index == node:
+                lost_at = r.lost_at if r.lost_at is not None else now
+                self.segments.append(Segment(r.created_s, lost_at, float(r.service.gpus_per_replica)))
+                self._release(r.placed)
+                self.counters["pods_lost"] += 1
+                r.placed = None
+                r.lost_at = lost_at
+                r.created_s = now + recreate
+                self.loop.schedule(now + recreate, lambda lp: self._kick(), P_RECREATE)
+        self._record()
+
+    def _recreated(self, js: _Job) -> None:
+        """The controller's replacement pods exist: apply the policy's failure handling."""
+        if js.state == JobState.DONE or not js.lost:
+            return
+        lost, js.lost = js.lost, []
+        for p in lost:
+            self._add_pending(js, p.pod)
+        mode = self.policy.on_failure
+        if mode == "restart" or (mode == "repair" and not js.placed):
+            self._requeue(js, restart=bool(js.placed) or js.first_start_s is not None)
+        elif mode == "repair":
+            js.state = JobState.REPAIRING
+            js.lost = lost  # the repair keeps the lost members' GPU indices (rails)
+        else:  # recreate: survivors wait for the new pods; they give up after the rendezvous timeout
+            js.state = JobState.STARTING if js.placed else JobState.QUEUED
+            if js.placed:
+                self._arm_timeout(js)
+        self.queue[js.job.name] = js
+        self._kick()
+
+    def _requeue(self, js: _Job, restart: bool) -> None:
+        """Release every member; the whole gang waits in the queue again."""
+        for p in list(js.placed.values()):
+            self._release(p)
+            self._add_pending(js, p.pod)
+        js.placed.clear()
+        js.state = JobState.QUEUED
+        js.token += 1
+        if restart:
+            js.restarted += 1
+            self.counters["gang_restarts"] += 1
+        self.queue[js.job.name] = js
+        self._record()
+
+    def _recover(self, node: int) -> None:
+        self.dead.discard(node)
+        self.failed.discard(node)
+        self.ledger.set_failed(node, False)
+        self.free_epoch += 1
+        self._record()
+        self._kick()
+
+    # ----------------------------------------------------------------- rendezvous timeout
+
+    def _arm_timeout(self, js: _Job) -> None:
+        token = js.token
+        self.loop.schedule(self.loop.now + self.recovery.rendezvous_timeout_s,
+                           lambda lp: self._timeout(js, token), P_TIMEOUT)
+
+    def _timeout(self, js: _Job, token: int) -> None:
+        if token != js.token or js.state not in (JobState.STARTING, JobState.REPAIRING):
+            return
+        self.counters["rendezvous_timeouts"] += 1
+        js.timeouts += 1
+        self._requeue(js, restart=False)
+        self._kick()
+
+    # ----------------------------------------------------------------- inference
+
+    def _hpa(self, loop: EventLoop) -> None:
+        """One HPA sync: desired replicas per service, scale-down stabilised over the window."""
+        inf = self.wl.inference
+        assert inf is not None
+        now = loop.now
+        window = inf.scale_down_stabilization_s
+        changed = False
+        for name, st in self.services.items():
+            svc: Service = st["service"]
+            want = svc.demand(now, self.hpa_rng)
+            hist = st["history"]
+            hist.append((now, want))
+            while hist and hist[0][0] < now - window:
+                hist.pop(0)
+            mine = [r for r in self.replicas.values() if r.service.name == name]
+            current = len(mine)
+            target = want if want >= current else max(w for _, w in hist)
+            if target > current:
+                for _ in range(target - current):
+                    key = f"{name}/r{st['next']}"
+                    st["next"] += 1
+                    self.replicas[key] = _Replica(key, svc, now, self._next_seq())
+                changed = True
+            elif target < current:
+                for r in self._scale_down_order(mine)[: current - target]:
+                    if r.placed is not None:
+                        self.segments.append(Segment(r.created_s, now, float(svc.gpus_per_replica)))
+                        self._release(r.placed)
+                    del self.replicas[r.key]
+                changed = True
+        if changed:
+            self._record()
+            self._kick()
+        if now + inf.sync_period_s < self.horizon:
+            loop.schedule(now + inf.sync_period_s, self._hpa, P_HPA)
+
+    def _scale_down_order(self, mine: list[_Replica]) -> list[_Replica]:
+        """Pending first, then replicas in the most crowded domain, newest first (ReplicaSet ranking)."""
+        a = self.arrays
+
+        def crowd(r: _Replica) -> int:
+            if r.placed is None:
+                return 1 << 30
+            lv = r.service.spread_level
+            if lv is None or lv not in a.level_names:
+                return sum(1 for x in mine if x.placed is not None and x.placed.node_index == r.placed.node_index)
+            i = a.level_index(lv)
+            d = a.domain[i, r.placed.node_index]
+            return sum(1 for x in mine if x.placed is not None and a.domain[i, x.placed.node_index] == d)
+
+        return sorted(mine, key=lambda r: (-crowd(r), -r.seq))
+
+    # ----------------------------------------------------------------- the scheduling cycle
+
+    def _cycle(self, loop: EventLoop) -> None:
+        self.cycle_pending = False
+        self.cycles += 1
+        self.counters["cycles"] += 1
+        units: list[tuple[tuple, Any]] = []
+        one_by_one = self.policy.gang == "none"
+        for js in self.queue.values():
+            if js.pending:
+                # pods one by one go by pod creation time (recreated pods queue at the back)
+                t = js.pending_since if one_by_one else js.job.arrival_s
+                units.append(((-js.job.priority, t, js.seq), js))
+        for r in self.replicas.values():
+            if r.placed is None and r.created_s <= loop.now:
+                units.append(((-r.service.priority, r.created_s, r.seq), r))
+        units.sort(key=lambda u: u[0])
+        tried: set[tuple] = set()
+        changed = False
+        for _, unit in units:
+            if isinstance(unit, _Replica):
+                changed |= self._try_replica(unit, tried)
+            elif one_by_one:
+                changed |= self._try_pods_one_by_one(unit, tried)
+            elif unit.state == JobState.REPAIRING:
+                changed |= self._try_repair(unit)
+            else:
+                changed |= self._try_gang(unit, tried)
+        if changed:
+            self._record()
+        if self.cfg.check_every and self.cycles % self.cfg.check_every == 0:
+            self.ledger.check_invariants()
+
+    def _free_whole(self) -> int:
+        snap = self.ledger.live
+        ok = snap.usable()
+        return int((snap.gpu_free[ok] == GPU_MILLI).sum())
+
+    def _skip(self, key: tuple, tried: set[tuple]) -> bool:
+        """Did this shape fail since capacity was last freed (this cycle or before)?"""
+        return key in tried or self.memo.get(key) == self.free_epoch
+
+    def _failed(self, key: tuple, tried: set[tuple]) -> None:
+        tried.add(key)
+        self.memo[key] = self.free_epoch
+
+    def _try_replica(self, r: _Replica, tried: set[tuple]) -> bool:
+        s = r.service
+        key = ("replica", s.name)
+        if self._skip(key, tried):
+            return False
+        req = PodRequest(name=r.key, gpus=s.gpus_per_replica, cpu_milli=s.cpu_milli, memory_mib=s.memory_mib,
+                         owner=s.name, spread_level=s.spread_level, priority=s.priority)
+        self.counters["decisions"] += 1
+        out = place(self.ledger.live, [req], self.engine, self.ctx).outcomes[0]
+        if not out.placed:
+            self._failed(key, tried)
+            return False
+        p = out.placements[0]
+        self._assume(p, owner=s.name)
+        r.placed = p
+        if r.lost_at is not None:
+            self.replica_repairs.append(self.loop.now - r.lost_at)
+            r.lost_at = None
+        r.created_s = self.loop.now
+        return True
+
+    def _shape_key(self, js: _Job) -> tuple:
+        j = js.job
+        return ("gang", j.workers, j.gpus_per_worker, j.launcher, js.req.preferred_level, js.req.required_level,
+                js.req.rail_aligned, j.cpu_milli_per_gpu, j.memory_mib_per_gpu)
+
+    def _try_gang(self, js: _Job, tried: set[tuple]) -> bool:
+        """The whole job at once (all-or-nothing), by the policy's gang mode."""
+        key = self._shape_key(js)
+        if self._skip(key, tried):
+            return False
+        if js.job.gpus > self._free_whole():
+            self._failed(key, tried)
+            return False
+        self.counters["decisions"] += 1
+        snap = self.ledger.live
+        if js.is_single:
+            (member, role), = js.members.items()
+            req = PodRequest(name=member, **_resources(role))
+            out = place(snap, [req], self.engine, self.ctx).outcomes
+        elif self.policy.gang == "pods":
+            reqs = [PodRequest(name=m, **_resources(role)) for m, role in js.members.items()]
+            out = place(snap, reqs, self.engine, self.ctx).outcomes
+        else:
+            out = place(snap, [js.req], self.engine, self.ctx).outcomes
+        if not all(o.placed for o in out):
+            self._failed(key, tried)
+            return False
+        for o in out:
+            for p in o.placements:
+                self._assume(p, gang=js.job.name)
+                js.placed[p.pod] = p
+        for key in list(js.pending):
+            self._placed(js, key)
+        self._start(js)
+        return True
+
+    def _try_repair(self, js: _Job) -> bool:
+        """toposched: replace the lost members next to the survivors; else re-place or requeue the gang."""
+        self.counters["decisions"] += 1
+        self.counters["repairs"] += 1
+        survivors = list(js.placed.values())
+        plan = plan_repair(self.engine, self.ledger.live, js.req, survivors, list(js.pending), self.ctx, lost=js.lost)
+        js.lost = []
+        if plan.action == "requeue":
+            self.counters["repairs_failed"] += 1
+            self._requeue(js, restart=True)
+            self._kick()  # capacity was freed: another cycle at this instant
+            return True
+        if plan.action == "replace":
+            self.counters["repairs_replaced"] += 1
+            self._requeue(js, restart=True)
+        for p in plan.outcome.placements:
+            self._assume(p, gang=js.job.name)
+            js.placed[p.pod] = p
+        for key in list(js.pending):
+            self._placed(js, key)
+        self._start(js)
+        return True
+
+    def _try_pods_one_by_one(self, js: _Job, tried: set[tuple]) -> bool:
+        """kube-scheduler-like: each pending member alone, wherever it fits; no gang."""
+        keys = {r.name: ("pod", r.gpus, r.gpu_milli, r.cpu_milli, r.memory_mib) for r in js.req.roles
+                if js.pending_roles.get(r.name)}
+        if all(self._skip(k, tried) for k in keys.values()):
+            return False  # the common case: nothing of this job fits since the last release
+        changed = False
+        by_role: dict[str, list[_Member]] = {}
+        for m in js.pending.values():
+            if m.role.name in keys:
+                by_role.setdefault(m.role.name, []).append(m)
+        for members in by_role.values():
+            role = members[0].role
+            key = keys[role.name]
+            if self._skip(key, tried):
+                continue
+            for m in sorted(members, key=lambda m: (m.created_s, m.seq)):
+                self.counters["decisions"] += 1
+                req = PodRequest(name=m.key, **_resources(role))
+                out = place(self.ledger.live, [req], self.engine, self.ctx).outcomes[0]
+                if not out.placed:
+                    self._failed(key, tried)
+                    break
+                p = out.placements[0]
+                self._assume(p, gang=js.job.name)
+                js.placed[p.pod] = p
+                self._placed(js, m.key)
+                changed = True
+        if not changed:
+            return False
+        if not js.pending:
+            js.token += 1
+            self._start(js)
+        elif js.state == JobState.QUEUED:
+            js.state = JobState.STARTING
+            js.token += 1
+            self._arm_timeout(js)
+        return True
+
+    # ----------------------------------------------------------------- result
+
+    def _result(self, wall_s: float) -> RunResult:
+        jobs = []
+        for js in self.jobs.values():
+            j = js.job
+            jobs.append({
+                "name": j.name, "arrival_s": j.arrival_s, "gpus": j.gpus, "pods": j.pods, "duration_s": j.duration_s,
+                "startup_wait_s": None if js.first_start_s is None else js.first_start_s - j.arrival_s,
+                "jct_s": None if js.done_s is None else js.done_s - j.arrival_s,
+                "state": js.state.value, "interruptions": js.interruptions, "repair_times_s": js.repair_times,
+                "rendezvous_timeouts": js.timeouts, "restarts": js.restarted,
+            })
+        self.counters["jobs_partial_at_end"] = sum(
+            1 for js in self.jobs.values() if js.state in (JobState.STARTING, JobState.REPAIRING) and js.placed)
+        return RunResult(self.policy.name, self.cfg.seed, self.cfg.hours, self.cfg.warmup_hours,
+                         self.arrays.total_gpus, self.timeline, self.segments, self.lost_gpu_s, jobs,
+                         self.placements, self.replica_repairs, dict(self.counters), wall_s, dict(self.gen.info))
+
+
+def _whole(p: Placement) -> int:
+    return len(p.gpus) if p.gpu_milli >= GPU_MILLI else 0
+
+
+def _resources(role: GangRole) -> dict[str, Any]:
+    return {"gpus": role.gpus, "gpu_milli": role.gpu_milli, "cpu_milli": role.cpu_milli,
+            "memory_mib": role.memory_mib}
+
+
+def _mix(gen: Generated) -> WorkloadMix:
+    """The arriving pod mix (what the fragmentation plugin measures against)."""
+    shapes = []
+    for j in gen.jobs:
+        per = max(j.gpus_per_worker, 1)
+        shapes += [PodShape(cpu_milli=j.cpu_milli_per_gpu * per, gpus=j.gpus_per_worker)] * j.workers
+    for s in gen.services:
+        shapes += [PodShape(cpu_milli=s.cpu_milli, gpus=s.gpus_per_replica)] * max(s.max_replicas, 1)
+    return WorkloadMix.from_shapes(shapes)
+
+
+def simulate(arrays: TopologyArrays, wl: WorkloadFile, policies: list[Policy], cfg: SimConfig,
+             progress: Callable[[str, float], None] | None = None) -> tuple[Generated, list[RunResult]]:
+    """Generate the workload once, run every policy on it."""
+    from simulations.workload import generate
+
+    gen = generate(wl, arrays, cfg.hours, cfg.seed)
+    out = []
+    for pol in policies:
+        cb = (lambda t, name=pol.name: progress(name, t)) if progress is not None else None
+        out.append(TimeSim(arrays, gen, wl, pol, cfg, cb).run())
+    return gen, out

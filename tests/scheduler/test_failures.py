@@ -1,0 +1,323 @@
+"""Node failures: the pure detector, lost pods, and the loop repairing gangs on the in-memory cluster.
+
+Loop cases (bindings inline, injected clock, 30 s grace)::
+
+    rack r0: n0 n1 n2      rack r1: n3 n4 n5      (8 GPUs each)
+
+A test plays the job controller: a pod toposched deletes comes back under a new name
+with the same labels and annotations (``recreate``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from models.spec import LevelSpec
+from scheduler.failures import (
+    BoundRef,
+    FailureDetector,
+    NodeFailed,
+    NodeFailureConfig,
+    NodeRecovered,
+    failing_taint,
+    lost_pods,
+    ready_status,
+)
+from scheduler.fakes import InMemoryCluster, RecordingEvents
+from scheduler.loop import Scheduler
+from scheduler.serve_config import BackoffConfig, ServeConfig
+from tests.integration import objects as o
+
+# --------------------------------------------------------------------------- the detector
+
+
+def node(name: str = "n0", ready: str | None = "True", taints: list | None = None, cordoned: bool = False) -> dict:
+    conds = [] if ready is None else [{"type": "Ready", "status": ready}]
+    return {"metadata": {"name": name}, "spec": {"taints": taints or [], "unschedulable": cordoned},
+            "status": {"conditions": conds}}
+
+
+def test_ready_status_reads_the_condition():
+    assert ready_status(node(ready="True")) == "True"
+    assert ready_status(node(ready="False")) == "False"
+    assert ready_status(node(ready="Unknown")) == "Unknown"
+    assert ready_status(node(ready=None)) == "Unknown"
+
+
+@pytest.mark.parametrize("taint, failed", [
+    ({"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}, "node.kubernetes.io/unreachable:NoExecute"),
+    ({"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}, "node.kubernetes.io/not-ready:NoExecute"),
+    ({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}, None),
+    ({"key": "example.com/gpu-broken", "effect": "NoSchedule"}, "example.com/gpu-broken:NoSchedule"),
+    ({"key": "example.com/gpu-broken", "effect": "PreferNoSchedule"}, None),
+    ({"key": "example.com/other", "effect": "NoExecute"}, None),
+], ids=["unreachable", "not-ready", "not-ready-noschedule", "operator", "operator-prefer", "unlisted"])
+def test_failing_taints(taint, failed):
+    keys = NodeFailureConfig().taint_keys
+    assert failing_taint(node(taints=[taint]), keys, ["example.com/gpu-broken"]) == failed
+
+
+def test_not_ready_counts_after_the_grace_period():
+    d = FailureDetector(NodeFailureConfig(grace_s=30))
+    assert d.observe({"n0": node(), "n1": node("n1")}, now=0.0) == []
+    assert d.observe({"n0": node(ready="Unknown"), "n1": node("n1")}, now=10.0) == []
+    assert d.next_deadline() == 40.0
+    assert d.observe({"n0": node(ready="Unknown"), "n1": node("n1")}, now=39.0) == []
+    assert d.observe({"n0": node(ready="Unknown"), "n1": node("n1")}, now=40.0) == [
+        NodeFailed("n0", "Ready=Unknown for 30s", 40.0)]
+    assert d.observe({"n0": node(ready="Unknown"), "n1": node("n1")}, now=50.0) == []  # once
+    assert d.observe({"n0": node(), "n1": node("n1")}, now=60.0) == [NodeRecovered("n0", 60.0)]
+
+
+def test_a_blip_shorter_than_the_grace_is_not_a_failure():
+    d = FailureDetector(NodeFailureConfig(grace_s=30))
+    d.observe({"n0": node(ready="False")}, now=0.0)
+    d.observe({"n0": node()}, now=20.0)
+    assert d.observe({"n0": node(ready="False")}, now=40.0) == []  # the clock starts again
+    assert d.observe({"n0": node(ready="False")}, now=70.0) == [NodeFailed("n0", "Ready=False for 30s", 70.0)]
+
+
+def test_taint_fails_at_once_cordon_never_deletion_does():
+    d = FailureDetector(NodeFailureConfig(grace_s=30))
+    d.observe({"n0": node(), "n1": node("n1"), "n2": node("n2")}, now=0.0)
+    got = d.observe({"n0": node(taints=[{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]),
+                     "n1": node("n1", cordoned=True)}, now=1.0)
+    assert got == [NodeFailed("n0", "tainted node.kubernetes.io/unreachable:NoExecute", 1.0),
+                   NodeFailed("n2", "deleted", 1.0)]
+    assert sorted(d.failed) == ["n0", "n2"]
+    assert d.observe({"n0": node(), "n1": node("n1"), "n2": node("n2")}, now=2.0) == [
+        NodeRecovered("n0", 2.0), NodeRecovered("n2", 2.0)]
+
+
+def test_lost_pods_per_gang_owner_and_single():
+    pods = [BoundRef("ns/a", "n0", gang="ns/g"), BoundRef("ns/b", "n1", gang="ns/g"), BoundRef("ns/c", "n0", owner="ns/rs"),
+            BoundRef("ns/d", "n0"), BoundRef("ns/e", "n2", gang="ns/h")]
+    lost = lost_pods({"n0", "n1"}, pods)
+    assert lost.by_gang == {"ns/g": ["ns/a", "ns/b"]}
+    assert lost.by_owner == {"ns/rs": ["ns/c"]}
+    assert lost.single == ["ns/d"]
+    assert lost.keys == ["ns/a", "ns/b", "ns/c", "ns/d"]
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Rig:
+    """A scheduler on an in-memory cluster of two racks of three 8-GPU nodes (or ``per_rack``)."""
+
+    def __init__(self, per_rack: int = 3, **failures) -> None:
+        self.clock = Clock()
+        self.cluster = InMemoryCluster()
+        self.events = RecordingEvents()
+        cfg = ServeConfig(levels=[LevelSpec(name="rack", label=o.RACK_LABEL)],
+                          backoff=BackoffConfig(initial_s=1, max_s=10, unschedulable_retry_s=60),
+                          node_failures=NodeFailureConfig(**failures))
+        self.s = Scheduler(cfg, self.cluster, self.events, clock=self.clock, bind_workers=0,
+                           background_reporting=False)
+        for i in range(2 * per_rack):
+            self.cluster.add_node(o.node(f"n{i}", 8, rack=f"r{i // per_rack}"))
+        self.cluster.connect(self.s)
+        self.recreated = 0
+
+    def run(self, steps: int = 20) -> None:
+        for _ in range(steps):
+            stats = self.s.step()
+            if not stats.events and not stats.decided:
+                return
+
+    def later(self, seconds: float) -> None:
+        self.clock.now += seconds
+        self.run()
+
+    def set_ready(self, name: str, status: str) -> None:
+        """Patch the node's Ready condition; the scheduler sees it now (the grace starts here)."""
+        n = self.cluster.nodes[name]
+        self.cluster.add_node({**n, "status": {**n["status"], "conditions": [{"type": "Ready", "status": status}]}})
+        self.run()
+
+    def recreate(self, gone: dict[str, dict]) -> list[str]:
+        """The controller: pods deleted since ``gone`` was taken come back under new names."""
+        out = []
+        for key, pod in gone.items():
+            if key not in self.cluster.pods:
+                self.recreated += 1
+                meta = {k: v for k, v in pod["metadata"].items() if k not in ("uid", "resourceVersion")}
+                meta["name"] = f"{meta['name']}-r{self.recreated}"
+                spec = {k: v for k, v in pod["spec"].items() if k != "nodeName"}
+                self.cluster.add_pod({**pod, "metadata": meta, "spec": spec, "status": {"phase": "Pending"}})
+                out.append(f"default/{meta['name']}")
+        return out
+
+    def notes(self, key: str, reason: str) -> list[str]:
+        return [e.note for e in self.events.for_object(key, reason)]
+
+    def rack(self, node: str) -> str:
+        return self.cluster.nodes[node]["metadata"]["labels"][o.RACK_LABEL]
+
+
+def start_gang(rig: Rig, name: str = "g", count: int = 2, **ann) -> dict[str, str]:
+    """Bind an 8-GPU-per-member gang; on an empty cluster it takes the first nodes of rack r0."""
+    for p in o.our_gang(name, count, 8, **ann):
+        rig.cluster.add_pod(p)
+    rig.run()
+    bound = {k: v for k, v in rig.cluster.bound().items() if k.startswith(f"default/{name}-")}
+    assert len(bound) == count
+    return bound
+
+
+def test_node_not_ready_past_grace_loses_its_pod_and_the_gang_is_repaired_in_its_rack():
+    rig = Rig()
+    bound = start_gang(rig, required_level="rack")
+    victim, survivor = "default/g-1", "default/g-0"
+    dead = bound[victim]
+    snapshot = dict(rig.cluster.pods)
+    rig.set_ready(dead, "Unknown")
+    rig.later(10)
+    assert victim in rig.cluster.pods  # inside the grace period nothing happens
+    rig.later(25)
+    assert victim not in rig.cluster.pods
+    assert rig.notes(victim, "NodeFailed") == [
+        f"node {dead} failed (Ready=Unknown for 35s); deleted by toposched so that its controller recreates it; "
+        "gang default/g is repaired next to its surviving members"]
+    assert rig.notes(dead, "NodeFailed")
+    assert rig.s.cache.ledger.live.failed[rig.s.cache.arrays.node_index[dead]]
+    (new,) = rig.recreate(snapshot)
+    rig.run()
+    now = rig.cluster.bound()
+    assert now[survivor] == bound[survivor]  # the survivor stays
+    assert now[new] not in (dead, bound[survivor]) and rig.rack(now[new]) == rig.rack(bound[survivor])
+    (note,) = rig.notes(new, "GangRepaired")
+    assert note.startswith(f"replaces a member of gang default/g lost on failed node(s) {dead}: kept 1 survivors, "
+                           f"replaced 1 within rack {rig.rack(now[new])}")
+    assert rig.s.failures.repaired == 1
+    rig.s.cache.ledger.check_invariants()
+
+
+def test_gang_that_cannot_be_repaired_restarts_whole_with_events():
+    """Racks of two: rack r0 has no third node, so the survivor is deleted and the whole gang moves to r1."""
+    rig = Rig(per_rack=2)
+    bound = start_gang(rig, required_level="rack")
+    dead = bound["default/g-1"]
+    snapshot = dict(rig.cluster.pods)
+    rig.set_ready(dead, "False")
+    rig.later(31)
+    (new,) = rig.recreate(snapshot)
+    rig.run()
+    assert "default/g-0" not in rig.cluster.pods
+    why = ("repair gang default/g: member default/g/worker-0 (8 GPU, 1000m CPU, 1024 MiB): 2/4 nodes are available: "
+           "1 had fewer than 8 free GPUs, 1 node(s) had failed; 2 feasible node(s) outside required rack r0")
+    assert rig.notes("default/g-0", "GangRestart") == [
+        f"Deleted by toposched: gang default/g lost members on failed node(s) {dead} and cannot be repaired next "
+        f"to its survivors ({why}); the whole gang is placed anew"]
+    assert rig.notes(new, "GangRestart") == [
+        f"gang default/g cannot be repaired ({why}); its surviving members are deleted and the whole gang is "
+        "placed anew"]
+    assert rig.s.failures.restarted == 1
+    again = rig.recreate({"default/g-0": snapshot["default/g-0"]})
+    rig.later(11)
+    now = rig.cluster.bound()
+    nodes = [now[k] for k in (new, *again)]
+    assert len(set(nodes)) == 2 and dead not in nodes and len({rig.rack(n) for n in nodes}) == 1
+
+
+def test_many_nodes_fail_at_once_every_gang_is_repaired():
+    rig = Rig(per_rack=4)
+    a = start_gang(rig, "a", 2)
+    b = {k: v for k, v in rig.cluster.bound().items() if k.startswith("default/a-")}
+    for p in o.our_gang("b", 2, 8):
+        rig.cluster.add_pod(p)
+    rig.run()
+    b = {k: v for k, v in rig.cluster.bound().items() if k.startswith("default/b-")}
+    snapshot = dict(rig.cluster.pods)
+    for dead in (a["default/a-0"], b["default/b-1"]):
+        rig.set_ready(dead, "Unknown")
+    rig.later(31)
+    new = rig.recreate(snapshot)
+    assert len(new) == 2
+    rig.run()
+    now = rig.cluster.bound()
+    assert all(k in now for k in new)
+    assert now["default/a-1"] == a["default/a-1"] and now["default/b-0"] == b["default/b-0"]
+    assert rig.s.failures.repaired == 2
+
+
+def test_replica_on_a_failed_node_is_deleted_and_its_replacement_placed_elsewhere():
+    rig = Rig()
+    rs = [o.pod(f"web-{i}", 2, owner=("ReplicaSet", "web")) for i in range(2)]
+    for p in rs:
+        rig.cluster.add_pod(p)
+    rig.run()
+    bound = rig.cluster.bound()
+    assert bound["default/web-0"] != bound["default/web-1"]  # replicas spread
+    dead = bound["default/web-0"]
+    snapshot = dict(rig.cluster.pods)
+    rig.cluster.add_node({**rig.cluster.nodes[dead], "spec": {"taints": [
+        {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]}})
+    rig.run()
+    assert "default/web-0" not in rig.cluster.pods
+    (new,) = rig.recreate(snapshot)
+    rig.run()
+    now = rig.cluster.bound()
+    assert now[new] not in (dead, now["default/web-1"])
+
+
+def test_recovered_node_returns_to_the_pool_and_nothing_moves_back():
+    rig = Rig()
+    bound = start_gang(rig)
+    dead = bound["default/g-1"]
+    snapshot = dict(rig.cluster.pods)
+    rig.set_ready(dead, "False")
+    rig.later(31)
+    (new,) = rig.recreate(snapshot)
+    rig.run()
+    placed = rig.cluster.bound()[new]
+    rig.set_ready(dead, "True")
+    rig.run()
+    idx = rig.s.cache.arrays.node_index[dead]
+    assert not rig.s.cache.ledger.live.failed[idx]
+    assert rig.notes(dead, "NodeRecovered") == [f"node {dead} is healthy again and returns to the pool; "
+                                                 "nothing is moved back"]
+    assert rig.cluster.bound()[new] == placed
+
+
+def test_cordoned_node_keeps_its_pods_but_takes_no_new_ones():
+    rig = Rig()
+    rig.cluster.add_pod(o.pod("a", 8))
+    rig.run()
+    where = rig.cluster.bound()["default/a"]
+    rig.cluster.add_node({**rig.cluster.nodes[where], "spec": {"unschedulable": True}})
+    rig.later(60)
+    assert rig.cluster.bound()["default/a"] == where and not rig.s.failures.failed
+    for i in range(5):
+        rig.cluster.add_pod(o.pod(f"b{i}", 8))
+    rig.run()
+    assert where not in [n for k, n in rig.cluster.bound().items() if k != "default/a"]
+
+
+def test_deleted_node_loses_its_pods():
+    rig = Rig()
+    rig.cluster.add_pod(o.pod("a", 4))
+    rig.run()
+    where = rig.cluster.bound()["default/a"]
+    rig.cluster.remove_node(where)
+    rig.run()
+    assert "default/a" not in rig.cluster.pods
+    assert rig.notes("default/a", "NodeFailed")[0].startswith(f"node {where} failed (deleted)")
+
+
+def test_disabled_detection_leaves_pods_alone():
+    rig = Rig(enabled=False)
+    rig.cluster.add_pod(o.pod("a", 4))
+    rig.run()
+    where = rig.cluster.bound()["default/a"]
+    rig.set_ready(where, "False")
+    rig.later(120)
+    assert rig.cluster.bound()["default/a"] == where
