@@ -175,6 +175,11 @@ def load_cluster(spec_or_preset: str | Path) -> Cluster:
         return cluster_from_data(doc, str(path))
     if text in presets.cluster_names():
         return presets.cluster(text)
+    if text in presets.node_type_names():
+        # a node type alone: a one-node cluster, handy for `cluster show/draw` and `place`
+        return cluster_from_data({"name": text, "nodes": [{"name": text, "type": text}]}, f"preset node type {text}")
     raise SpecError(
-        f"{text!r} is neither a spec file nor a preset", fix=f"use a path or one of {', '.join(presets.cluster_names())}"
+        f"{text!r} is neither a spec file nor a preset",
+        fix=f"use a path, a cluster preset ({', '.join(presets.cluster_names())}) "
+            f"or a node type ({', '.join(presets.node_type_names())})",
     )

@@ -266,7 +266,7 @@ def test_unknown_preset_lists_the_presets():
     with pytest.raises(SpecError) as info:
         load_cluster("superpod-5su")
     message = str(info.value)
-    assert message.startswith("'superpod-5su' is neither a spec file nor a preset; use a path or one of ")
+    assert message.startswith("'superpod-5su' is neither a spec file nor a preset; use a path, a cluster preset (")
     for name in ("fabric-4096", "nvl72-rack", "openb", "superpod-4su", "superpod-su"):
         assert name in message
 

@@ -77,7 +77,7 @@ def test_bad_spec_exits_2_with_the_spec_error(capsys, tmp_path):
 def test_unknown_preset_exits_2(capsys):
     code, _, err = run(capsys, "cluster", "show", "superpod-9su")
     assert code == 2
-    assert err.startswith("toposched: error: 'superpod-9su' is neither a spec file nor a preset; use a path or one of ")
+    assert err.startswith("toposched: error: 'superpod-9su' is neither a spec file nor a preset; use a path, a cluster preset (")
     assert "superpod-4su" in err and err.count("\n") == 1
 
 
