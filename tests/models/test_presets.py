@@ -235,3 +235,14 @@ def test_openb_cluster_data_from_text():
     arrays = build_arrays(cluster)
     assert arrays.node_names == ("x-1",) and arrays.total_gpus == 4
     assert arrays.type_of(0).islands == ((0,), (1,), (2,), (3,))
+
+
+def test_a_node_type_name_loads_as_a_one_node_cluster():
+    """`toposched cluster show dgx1-v100` shows the node type on its own."""
+    from models.cluster import load_cluster
+    from models.topology import build_arrays
+
+    cluster = load_cluster("dgx1-v100")
+    assert [n.name for n in cluster.nodes] == ["dgx1-v100"]
+    arrays = build_arrays(cluster)
+    assert int(arrays.types[0].nvlinks[0, 3]) == 2  # hybrid cube-mesh: GPU 0 has two links to GPU 3
