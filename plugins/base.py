@@ -54,6 +54,7 @@ class Candidates:
     gpu_after: np.ndarray  # int32 [M, G]
     link_score: np.ndarray  # float [M]: 0..1 intra-node quality of the chosen set
     locality: np.ndarray | None = None  # float [M]: 0..1 NUMA/NIC locality of the chosen set
+    gpu: np.ndarray | None = None  # int [M]: for a shared-GPU pod, the GPU of each candidate
 
     def __len__(self) -> int:
         return len(self.node)

@@ -28,6 +28,9 @@ PROG = "toposched"
 COMMANDS: list[tuple[str, str]] = [
     ("cluster", "scheduler.cli_cluster"),
     ("place", "scheduler.cli_place"),
+    ("discover", "scheduler.cli_discover"),
+    ("simulate", "scheduler.cli_simulate"),
+    ("serve", "scheduler.cli_serve"),
 ]
 
 

@@ -1,0 +1,221 @@
+"""Simulator speed and fidelity: time fill-up runs, or tabulate runs against the FGD artifact.
+
+    python benchmarks/bench_simulator.py                      # one seed of each policy on the default trace
+    python benchmarks/bench_simulator.py --sweep              # 6 baselines x seeds 42-51 on one trace
+    python benchmarks/bench_simulator.py --fidelity out/fidelity/default out/fidelity/gpushare40 ...
+    python benchmarks/bench_simulator.py --waste --trace default --policy FGD,toposched
+
+``--fidelity`` reads the ``summary.json`` of ``toposched simulate openb`` runs and prints the
+markdown table of docs/fidelity.md: our mean unallocated GPU % at 100% and 130% arrived
+next to the artifact's cached means (``../shared/data/fgd-atc23-expected-results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from simulations.fillup import BASELINES, POLICIES, openb_arrays, run_fillup  # noqa: E402
+from simulations.openb import BUNDLED_NODES, bundled_text, read_pod_file  # noqa: E402
+
+EXPECTED = ROOT / ".." / "shared" / "data" / "fgd-atc23-expected-results" / "summary_unallocated_by_policy.csv"
+TOLERANCE = 0.5
+
+
+def machine() -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{platform.system()} {platform.machine()}, Python {platform.python_version()}, "
+            f"{os.cpu_count()} CPUs, load average {load:.1f} at start")
+
+
+def speed(trace: str, policies: list[str], seeds: list[int]) -> None:
+    arrays = openb_arrays(bundled_text(BUNDLED_NODES), BUNDLED_NODES)
+    pods, name = read_pod_file(trace)
+    print(machine())
+    print(f"trace {name}, seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"trace {name}, seed {seeds[0]}")
+    print("| policy | runs | pods/run | wall s/run | CPU s/run | CPU us/pod | unallocated @100% |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    total_wall = total_cpu = 0.0
+    for policy in policies:
+        wall = cpu = 0.0
+        unalloc = []
+        n = 0
+        for seed in seeds:
+            r = run_fillup(arrays, pods, policy, seed, trace=name)
+            wall += r.wall_s
+            cpu += r.cpu_s
+            n = r.n_pods
+            unalloc.append(r.binned()["unallocated_gpu_pct"][100])
+        k = len(seeds)
+        total_wall += wall
+        total_cpu += cpu
+        print(f"| {policy} | {k} | {n} | {wall / k:.2f} | {cpu / k:.2f} | {1e6 * cpu / k / n:.0f} | "
+              f"{sum(unalloc) / k:.2f} |", flush=True)
+    print(f"total: wall {total_wall:.0f} s, CPU {total_cpu:.0f} s")
+
+
+def fidelity(dirs: list[Path]) -> int:
+    expected: dict[tuple[str, str, str], tuple[float, float]] = {}
+    if EXPECTED.exists():
+        for row in csv.DictReader(EXPECTED.open()):
+            policy = row["sc_policy"].split("-", 1)[1]
+            expected[(row["workload"], policy, row["arrived_pct"])] = (float(row["unalloc_gpu_pct_mean"]),
+                                                                       float(row["unalloc_gpu_pct_sd"]))
+    else:
+        print(f"(no cached results at {EXPECTED}; printing ours only)")
+    print("| trace | policy | ours @100% (sd) | artifact @100% (sd) | diff | ours @130% | artifact @130% | diff | within 0.5 |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|:---:|")
+    misses = 0
+    fgd: dict[str, float] = {}
+    ours: dict[str, float] = {}
+    for d in dirs:
+        if not (d / "summary.json").exists():
+            print(f"(no summary.json in {d}; skipped)")
+            continue
+        doc = json.loads((d / "summary.json").read_text())
+        trace = doc["trace"]
+        for policy, e in doc["policies"].items():
+            u, sd = e["unallocated_gpu_pct"], e["unallocated_gpu_pct_sd"]
+            cells = [f"{u['100']:.2f} ({sd['100']:.2f})"]
+            ok_all = True
+            for pt in ("100", "130"):
+                exp = expected.get((trace, policy, pt))
+                if pt == "130":
+                    cells.append(f"{u['130']:.2f}")
+                if exp is None:
+                    cells += ["-", "-"]
+                    ok_all = False if policy in BASELINES else ok_all
+                    continue
+                diff = u[pt] - exp[0]
+                ok_all &= abs(diff) <= TOLERANCE
+                cells += [f"{exp[0]:.2f} ({exp[1]:.2f})" if pt == "100" else f"{exp[0]:.2f}", f"{diff:+.2f}"]
+            if policy == "FGD":
+                fgd[trace] = expected.get((trace, "FGD", "100"), (u["100"], 0))[0]
+            if policy == "toposched":
+                ours[trace] = u["100"]
+            mark = ("yes" if ok_all else "**no**") if policy in BASELINES else "n/a"
+            misses += policy in BASELINES and not ok_all
+            print(f"| {trace.replace('openb_pod_list_', '')} | {policy} | " + " | ".join(cells) + f" | {mark} |")
+    if ours:
+        print()
+        print("| trace | toposched @100% | FGD (artifact) @100% | ratio | <= 0.85 |")
+        print("|---|---:|---:|---:|:---:|")
+        for trace, value in ours.items():
+            if trace in fgd:
+                ratio = value / fgd[trace]
+                print(f"| {trace.replace('openb_pod_list_', '')} | {value:.2f} | {fgd[trace]:.2f} | {ratio:.3f} | "
+                      f"{'yes' if ratio <= 0.85 else '**no**'} |")
+    return 1 if misses else 0
+
+
+def waste(trace: str, policies: list[str], seed: int) -> None:
+    """Where the free GPU is when demand reaches 100% of capacity (free = failed demand then).
+
+    Each free GPU's milli is put in one class: ``small`` (no typical shared share fits it),
+    ``starved`` (a share fits, but the node lacks CPU or memory for every typical kind that
+    fits), ``usable``. The reference is the shared pods that arrived by then, packed offline
+    by first-fit decreasing (``ffd``), and the part of it no packing avoids: every pod
+    whose share leaves less room than the smallest share on its GPU strands that room
+    (``share floor``), less what the smallest pods can fill."""
+    import numpy as np
+
+    from plugins.base import Context
+    from scheduler.engine import place_pod
+    from scheduler.snapshot import Snapshot
+    from simulations.fillup import arrival_order, engine_for, shape_of, typical_mix
+
+    arrays = openb_arrays(bundled_text(BUNDLED_NODES), BUNDLED_NODES)
+    pods, name = read_pod_file(trace)
+    cap = int(arrays.gpu_count.sum()) * 1000
+    mix = typical_mix(pods)
+    kinds = [k for k, _ in mix.typical if k.gpus >= 1]
+    mem = {k: mix.mean_memory_mib(k) for k in kinds}
+    shares = sorted({k.gpu_milli for k in kinds if k.gpu_milli < 1000})
+    print(f"trace {name}, seed {seed}: GPU left free at 100% arrived, in GPUs (capacity {cap // 1000})")
+    print("| policy | free = failed | small | starved | usable | shared pods placed | ffd waste | share floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for policy in policies:
+        workload_seed, placement_seed = np.random.SeedSequence(seed).spawn(2)
+        order = arrival_order(pods, cap, np.random.default_rng(workload_seed), 1.3)
+        engine = engine_for(policy, seed)
+        ctx = Context(mix=mix, rng=np.random.default_rng(placement_seed))
+        snap = Snapshot.empty(arrays)
+        arrived, placed_shares = 0, []
+        for pod in order:
+            arrived += pod.gpu_milli_total
+            if arrived > cap:
+                break
+            shape = shape_of(pod)
+            choice, _ = place_pod(engine, snap, shape, ctx)
+            if choice is not None:
+                snap.apply(choice[0], choice[1], shape.gpu_milli, shape.cpu_milli, shape.memory_mib)
+                if pod.is_shared:
+                    placed_shares.append(pod.gpu_milli)
+        cls = {"small": 0, "starved": 0, "usable": 0}
+        for n in range(arrays.n_nodes):
+            model = arrays.models[arrays.model_id[n]]
+            for f in snap.gpu_free[n, : arrays.gpu_count[n]]:
+                if f <= 0:
+                    continue
+                fitting = [k for k in kinds if k.gpu_milli <= f and (not k.models or model in k.models)]
+                if not [k for k in fitting if k.gpu_milli < 1000] and f < 1000:
+                    cls["small"] += f
+                elif any(k.cpu_milli <= snap.free_cpu[n] and mem[k] <= snap.free_mem[n] for k in fitting):
+                    cls["usable"] += f
+                else:
+                    cls["starved"] += f
+        bins: list[int] = []
+        for share in sorted(placed_shares, reverse=True):
+            for i, room in enumerate(bins):
+                if room >= share:
+                    bins[i] -= share
+                    break
+            else:
+                bins.append(1000 - share)
+        smallest = shares[0] if shares else 0
+        lonely = [s for s in placed_shares if 1000 - s < smallest * 2 and s > 500]
+        fill = sum(s for s in placed_shares if s <= 1000 - max(lonely, default=1000))
+        floor = max(0, sum(1000 - s for s in lonely) - fill)
+        free = int(np.maximum(snap.gpu_free, 0).sum())
+        print(f"| {policy} | {free / 1000:.1f} | {cls['small'] / 1000:.1f} | {cls['starved'] / 1000:.1f} | "
+              f"{cls['usable'] / 1000:.1f} | {len(placed_shares)} | {sum(bins) / 1000:.1f} | {floor / 1000:.1f} |",
+              flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--trace", default="default", help="pod list CSV or 'default' (default: %(default)s)")
+    ap.add_argument("--policy", default="all", help="comma separated policies, or 'all' (default: %(default)s)")
+    ap.add_argument("--seeds", default="42", help="e.g. 42 or 42-51 (default: %(default)s)")
+    ap.add_argument("--sweep", action="store_true", help="6 baselines x seeds 42-51 on --trace")
+    ap.add_argument("--fidelity", nargs="+", type=Path, metavar="DIR", help="tabulate summary.json files")
+    ap.add_argument("--waste", action="store_true", help="where the free GPU is at 100%% arrived (first seed)")
+    args = ap.parse_args()
+    if args.fidelity:
+        return fidelity(args.fidelity)
+    if args.waste:
+        policies = ["FGD", "toposched"] if args.policy == "all" else args.policy.split(",")
+        waste(args.trace, policies, int(args.seeds.split("-")[0]))
+        return 0
+    if args.sweep:
+        t0 = time.perf_counter()
+        speed(args.trace, list(BASELINES), list(range(42, 52)))
+        print(f"sweep wall time {time.perf_counter() - t0:.0f} s")
+        return 0
+    policies = list(POLICIES) if args.policy == "all" else args.policy.split(",")
+    lo, _, hi = args.seeds.partition("-")
+    speed(args.trace, policies, list(range(int(lo), int(hi or lo) + 1)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,266 @@
+"""Fragmentation gradient: prefer the placement that grows the mix's fragmentation least.
+
+For a typical pod kind ``t`` of the arriving mix (``Context.mix``), the fragmentation of a
+node is the free GPU milli ``t`` cannot use there; the node's fragmentation ``F`` is the
+frequency-weighted sum over kinds, and a candidate scores by its descent ``F(now) -
+F(after)``. Two measures:
+
+- ``fgd`` (Weng et al., USENIX ATC'23, "FGD"): ``t`` sees all free GPU milli as fragment
+  when it cannot run on the node at all (too little CPU, fewer than ``t.gpus`` GPUs with
+  ``t``'s share free, a GPU model it does not accept, or it needs no GPU); else only the
+  milli on GPUs whose free share is below ``t``'s. Closed form::
+
+      F = free_total - sum over GPU kinds t of freq_t * [t fits once] * above_t
+
+  with ``above_t`` the free milli on GPUs holding ``t``'s share. The score is the paper's
+  integer ``int(sigmoid(descent / 1000) * 100)`` out of 100.
+- ``capacity`` (ours, plugin ``fragmentation``): the same, except that a kind can only use
+  as many GPUs as the node's free CPU and memory can feed: with ``n_t = min(cpu //
+  t.cpu, memory // t.memory)`` pods of ``t``, it uses the ``n_t * t.gpus`` GPUs with the
+  most free milli among those holding its share; the rest is fragment. FGD asks "can one
+  more pod of t come here"; this asks "how much of this node's GPU can t still fill".
+  A node with 8 free GPUs and CPU for 2 more pods is mostly fragment here, not for FGD.
+
+Per decision, in phases: (1) nodes whose free CPU, memory or GPUs changed since the last
+decision (found by comparing arrays) get their fragmentation recomputed; (2) scores
+cached for the pod's kind are reused for unchanged nodes, the others are computed from
+the node's state after the placement; (3) the candidates gather their values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from plugins.base import BasePlugin, Candidates, Context, register
+from scheduler.snapshot import PodShape, Snapshot
+
+NAME = "fragmentation"
+NAME_FGD = "fgd"
+GPU_MILLI = 1000
+MODES = ("fgd", "capacity")
+
+
+class MixModel:
+    """The typical kinds of one mix version, arranged for a given cluster."""
+
+    def __init__(self, mix_arrays: Any, models: tuple[str, ...], mode: str = "fgd") -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown fragmentation mode {mode!r}; known: {', '.join(MODES)}")
+        a = mix_arrays
+        self.mode = mode
+        self.version = a.version
+        gpu = a.gpu_milli > 0  # CPU-only kinds see every free GPU as fragment: they add nothing below
+        self.freq = a.freq[gpu].astype(float)
+        self.t_cpu = a.cpu_milli[gpu]
+        self.t_mem = np.asarray(getattr(a, "memory_mib", np.zeros(len(a.freq))), dtype=float)[gpu]
+        self.t_gpus = a.gpus[gpu]
+        shares = a.gpu_milli[gpu]
+        self.u = np.unique(shares) if len(shares) else np.zeros(0, dtype=np.int64)
+        self.t_u = np.searchsorted(self.u, shares)
+        kinds = [k for k in a.kinds if k.gpu_milli > 0]
+        # access[m, t]: may kind t use GPUs of model m
+        self.access = np.array([[not k.models or m in k.models for k in kinds] for m in models],
+                               dtype=bool).reshape(len(models), len(kinds))
+        # integer divisors for "how many pods of t fit": CPU, and memory where the kind's memory
+        # is known (1 MiB otherwise, which never binds before CPU does)
+        self.t_cpu_div = np.maximum(self.t_cpu, 1)
+        self.t_mem_div = np.maximum(np.ceil(self.t_mem), 1).astype(np.int64)
+
+    def frag(self, model_id: np.ndarray, cpu: np.ndarray, mem: np.ndarray, gpu_free: np.ndarray) -> np.ndarray:
+        """Node fragmentation F (milli-GPU) per row of (model, free CPU, free memory, free GPUs).
+
+        F depends on the GPUs' free milli as a multiset, so many rows are the same state
+        (idle nodes, a shared pod on equally free GPUs): large batches are evaluated once
+        per distinct state."""
+        if len(gpu_free) < 64:
+            return self._frag(model_id, cpu, mem, gpu_free)
+        key = np.empty((len(gpu_free), gpu_free.shape[1] + 3), dtype=np.int64)
+        key[:, 0], key[:, 1], key[:, 2] = model_id, cpu, mem if self.mode != "fgd" else 0
+        key[:, 3:] = np.sort(gpu_free, axis=1)
+        rows = np.ascontiguousarray(key).view(np.dtype((np.void, key.itemsize * key.shape[1]))).ravel()
+        _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+        if len(first) > 0.7 * len(rows):
+            return self._frag(model_id, cpu, mem, gpu_free)
+        u = key[first]
+        return self._frag(u[:, 0], u[:, 1], u[:, 2], u[:, 3:])[inverse.ravel()]
+
+    def _frag(self, model_id: np.ndarray, cpu: np.ndarray, mem: np.ndarray, gpu_free: np.ndarray) -> np.ndarray:
+        free = np.maximum(gpu_free, 0)
+        total = free.sum(axis=1)
+        if not len(self.freq):
+            return total.astype(float)
+        fit = (free[:, :, None] >= self.u).sum(axis=1)[:, self.t_u]  # [R, T]: GPUs holding the kind's share
+        if self.mode == "fgd":
+            above = (free[:, :, None] * (free[:, :, None] >= self.u)).sum(axis=1)[:, self.t_u]
+            ok = self.access[model_id] & (fit >= self.t_gpus) & (cpu[:, None] >= self.t_cpu)
+            return total - (ok * above) @ self.freq
+        pods = np.minimum(cpu[:, None] // self.t_cpu_div, mem[:, None] // self.t_mem_div)
+        ok = self.access[model_id] & (fit >= self.t_gpus)  # no pod fits: 0 GPUs used below
+        # the GPUs holding a share are the largest ones: a kind fills the n*gpus largest of them,
+        # i.e. all free milli but that of the G - n*gpus smallest GPUs
+        g = free.shape[1]
+        smallest = np.zeros((len(free), g + 1), dtype=np.int64)
+        np.cumsum(np.sort(free, axis=1), axis=1, out=smallest[:, 1:])
+        used = np.minimum(fit, pods * self.t_gpus)
+        usable = total[:, None] - smallest[np.arange(len(free))[:, None], g - used]
+        return total - (ok * usable) @ self.freq
+
+
+class NodeStats:
+    """Per-node fragmentation of the free state, recomputed lazily for nodes that changed."""
+
+    def __init__(self, model: MixModel, snap: Snapshot) -> None:
+        self.model = model
+        self.arrays = snap.arrays
+        self.cpu = snap.free_cpu.copy()
+        self.mem = snap.free_mem.copy()
+        self.gpu_free = snap.gpu_free.copy()
+        self._frag = model.frag(snap.arrays.model_id, self.cpu, self.mem, self.gpu_free)
+        self.dirty = np.zeros(snap.n_nodes, dtype=bool)
+        self.version = np.zeros(snap.n_nodes, dtype=np.int64)
+        self._next = 1
+
+    @property
+    def frag(self) -> np.ndarray:
+        """F per node of the current state."""
+        if self.dirty.any():
+            self._recompute(np.flatnonzero(self.dirty))
+        return self._frag
+
+    def refresh(self, snap: Snapshot) -> None:
+        """Find the nodes whose free CPU, memory or GPUs differ from what was seen last; update them."""
+        width = self.gpu_free.shape[1]
+        gpu_cells = np.flatnonzero(snap.gpu_free.ravel() != self.gpu_free.ravel())
+        other = np.flatnonzero((snap.free_cpu != self.cpu) | (snap.free_mem != self.mem))
+        if len(gpu_cells) or len(other):
+            self.update(snap, np.unique(np.concatenate([gpu_cells // width, other])))
+
+    def update(self, snap: Snapshot, idx: np.ndarray) -> None:
+        """Re-read nodes ``idx`` (known to have changed) from ``snap``; F is recomputed when needed."""
+        self.cpu[idx] = snap.free_cpu[idx]
+        self.mem[idx] = snap.free_mem[idx]
+        self.gpu_free[idx] = snap.gpu_free[idx]
+        self.dirty[idx] = True
+        self.version[idx] = np.arange(self._next, self._next + len(idx))
+        self._next += len(idx)
+
+    def _recompute(self, idx: np.ndarray) -> None:
+        self._frag[idx] = self.model.frag(self.arrays.model_id[idx], self.cpu[idx], self.mem[idx], self.gpu_free[idx])
+        self.dirty[idx] = False
+
+    def descent(self, shape: PodShape, nodes: np.ndarray) -> np.ndarray:
+        """F(now) - F(after) for ``shape`` on each of ``nodes``: [K], or [K, G] for a shared pod
+        (one value per GPU; -inf where the GPU lacks the share). Whole GPUs are taken lowest
+        index first; which ones does not matter to F. Changed nodes' F(now) is computed in the
+        same call as F(after)."""
+        gf = self.gpu_free[nodes]
+        if shape.is_shared:
+            rows, gpus = np.nonzero(gf >= shape.gpu_milli)
+            after = gf[rows]
+            after[np.arange(len(rows)), gpus] -= shape.gpu_milli
+        else:
+            rows = np.arange(len(nodes))
+            after = gf
+            if shape.gpus:
+                full = gf == GPU_MILLI
+                after = np.where(full & (np.cumsum(full, axis=1) <= shape.gpus), 0, gf)
+        stale = np.flatnonzero(self.dirty[nodes])
+        at = nodes[rows]
+        both = np.concatenate([at, nodes[stale]])
+        values = self.model.frag(self.arrays.model_id[both],
+                                 np.concatenate([self.cpu[at] - shape.cpu_milli, self.cpu[nodes[stale]]]),
+                                 np.concatenate([self.mem[at] - shape.memory_mib, self.mem[nodes[stale]]]),
+                                 np.concatenate([after, gf[stale]]))
+        if len(stale):
+            self._frag[nodes[stale]] = values[len(rows):]
+            self.dirty[nodes[stale]] = False
+        d = self._frag[at] - values[:len(rows)]
+        if not shape.is_shared:
+            return d
+        out = np.full(gf.shape, -np.inf)
+        out[rows, gpus] = d
+        return out
+
+
+class Fragmentation(BasePlugin):
+    """Score = descent of the mix's fragmentation, mapped into 0..1.
+
+    ``levels`` > 0 rounds the score down to ``1/levels`` steps (the FGD paper uses 100), so
+    that placements whose descents differ by a few milli tie and the tie-break decides."""
+
+    mode = "capacity"
+
+    def __init__(self, levels: int = 100, scale_milli: float = 1000.0, mode: str | None = None,
+                 coverage: float | None = 1.0) -> None:
+        self.levels = int(levels)
+        self.scale = float(scale_milli)
+        if mode is not None:
+            self.mode = mode
+        # the kinds scored against: 1.0 = every kind of the mix; None = the mix's typical pods
+        self.coverage = coverage
+        self._stats: NodeStats | None = None
+        self._cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def prepare(self, shape: PodShape, snap: Snapshot, ctx: Context) -> Any:
+        mix = ctx.mix
+        if mix is None or not len(mix):
+            return None
+        st = self._stats
+        if st is None or st.arrays is not snap.arrays or st.model.version != mix.version:
+            st = self._stats = NodeStats(MixModel(mix.arrays(self.coverage), snap.arrays.models, self.mode), snap)
+            self._cache.clear()
+        else:
+            st.refresh(snap)
+        return st
+
+    def score(self, shape: PodShape, snap: Snapshot, cand: Candidates, state: Any) -> np.ndarray | None:
+        if state is None or not len(cand):
+            return None
+        return self.cached_scores(shape, cand, state)
+
+    def cached_scores(self, shape: PodShape, cand: Candidates, st: NodeStats) -> np.ndarray:
+        """Transformed descent per candidate, from the per-kind cache (phases 2 and 3)."""
+        key = (shape.cpu_milli, shape.memory_mib, shape.gpus, shape.gpu_milli if shape.gpus else 0, shape.gpu_models)
+        hit = self._cache.get(key)
+        if hit is None:
+            n = len(st.version)
+            width = st.gpu_free.shape[1] if shape.is_shared else None
+            hit = (np.full(n, -1, dtype=np.int64), np.zeros((n, width) if width else n))
+            self._cache[key] = hit
+        seen, values = hit
+        nodes = cand.node
+        if shape.is_shared and len(nodes) > 1:  # candidates come grouped by node
+            nodes = nodes[np.concatenate(([True], nodes[1:] != nodes[:-1]))]
+        stale = nodes[seen[nodes] != st.version[nodes]]
+        if len(stale):
+            values[stale] = self.transform(st.descent(shape, stale))
+            seen[stale] = st.version[stale]
+        if shape.is_shared:
+            gpu = cand.gpu if cand.gpu is not None else np.array([g[0] for g in cand.gpus], dtype=np.int64)
+            return values[cand.node, gpu]
+        return values[cand.node]
+
+    def transform(self, descent: np.ndarray) -> np.ndarray:
+        # descents equal in exact arithmetic must give equal scores: round away float noise
+        sig = 1.0 / (1.0 + np.exp(-np.round(descent, 6) / self.scale))
+        return np.floor(sig * self.levels) / self.levels if self.levels > 0 else sig
+
+
+class FgdScore(Fragmentation):
+    """The paper's score: ``int(sigmoid(descent / 1000) * 100)``, as a fraction of 100."""
+
+    mode = "fgd"
+
+    def __init__(self) -> None:
+        super().__init__(levels=100, scale_milli=1000.0, coverage=None)
+
+
+register(NAME)(Fragmentation)
+register(NAME_FGD)(FgdScore)
+
+
+def node_fragmentation(snap: Snapshot, mix: Any, mode: str = "fgd") -> np.ndarray:
+    """Fragmentation F (milli-GPU) of every node of ``snap`` for the typical pods of ``mix``."""
+    return NodeStats(MixModel(mix.arrays(), snap.arrays.models, mode), snap).frag

@@ -1,0 +1,157 @@
+"""The arriving workload mix: the "typical pods" a fragmentation score is measured against.
+
+A pod's *kind* is (CPU milli, per-GPU milli, GPU count, allowed GPU models); memory is
+not part of it. The typical pods are the most frequent kinds, taken in decreasing
+frequency until they cover ``coverage`` (95%) of all pods counted, with frequencies
+renormalised over the kinds kept (FGD, USENIX ATC'23, section 4; equal counts are
+ordered by the larger kind first, so the cut is deterministic).
+
+The simulator builds a mix once from the trace it replays; the live scheduler feeds it
+from observed arrivals (``observe``). ``version`` changes whenever the typical set may
+have changed, so plugins can cache per version.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.requests import GPU_MILLI
+from scheduler.snapshot import PodShape
+
+DEFAULT_COVERAGE = 0.95
+_VERSIONS = itertools.count(1)
+
+
+@dataclass(frozen=True, order=True)
+class PodKind:
+    """What fragmentation looks at in a pod: CPU, GPU share, GPU count, allowed models."""
+
+    cpu_milli: int
+    gpu_milli: int  # per GPU; 0 for CPU-only pods
+    gpus: int
+    models: tuple[str, ...] = ()  # allowed GPU models, empty = any
+
+    @classmethod
+    def of(cls, shape: PodShape) -> PodKind:
+        if shape.gpus == 0:
+            return cls(shape.cpu_milli, 0, 0, ())
+        return cls(shape.cpu_milli, shape.gpu_milli, shape.gpus, tuple(shape.gpu_models))
+
+    @property
+    def gpu_milli_total(self) -> int:
+        return self.gpu_milli * self.gpus
+
+
+class WorkloadMix:
+    """Counts of pod kinds and the typical subset derived from them (lazily, per version)."""
+
+    def __init__(self, counts: Mapping[PodKind, float] | None = None, coverage: float = DEFAULT_COVERAGE) -> None:
+        if not 0 < coverage <= 1:
+            raise ValueError(f"coverage must be in (0, 1], got {coverage}")
+        self.coverage = coverage
+        self._counts: dict[PodKind, float] = dict(counts or {})
+        self._memory: dict[PodKind, float] = {}  # summed memory MiB of the pods counted per kind
+        self._typical: tuple[tuple[PodKind, float], ...] | None = None
+        self.version = next(_VERSIONS)
+
+    @classmethod
+    def from_shapes(cls, shapes: Iterable[PodShape], coverage: float = DEFAULT_COVERAGE) -> WorkloadMix:
+        mix = cls(coverage=coverage)
+        for s in shapes:
+            mix._add(s, 1.0)
+        return mix
+
+    def _add(self, shape: PodShape, weight: float) -> None:
+        k = PodKind.of(shape)
+        self._counts[k] = self._counts.get(k, 0.0) + weight
+        self._memory[k] = self._memory.get(k, 0.0) + weight * shape.memory_mib
+
+    def observe(self, shape: PodShape, weight: float = 1.0) -> None:
+        """Count one more arrival of ``shape`` (the live scheduler's feed)."""
+        self._add(shape, weight)
+        self._typical = None
+        self.version = next(_VERSIONS)
+
+    @property
+    def total(self) -> float:
+        return float(sum(self._counts.values()))
+
+    def __len__(self) -> int:
+        return len(self.typical)
+
+    @property
+    def typical(self) -> tuple[tuple[PodKind, float], ...]:
+        """(kind, frequency) of the typical pods, most frequent first; frequencies sum to 1."""
+        if self._typical is None:
+            self._typical = typical_kinds(self._counts, self.coverage)
+            self._arrays = None
+        return self._typical
+
+    def mean_memory_mib(self, kind: PodKind) -> float:
+        """Mean memory request of the pods counted as ``kind`` (memory is not part of a kind)."""
+        c = self._counts.get(kind, 0.0)
+        return self._memory.get(kind, 0.0) / c if c > 0 else 0.0
+
+    def arrays(self, coverage: float | None = None) -> MixArrays:
+        """The typical pods as arrays (cached per version); ``coverage`` overrides the mix's own
+        (1.0 keeps every kind counted)."""
+        typical = self.typical
+        if getattr(self, "_arrays", None) is None:
+            self._arrays = {}
+        key = self.coverage if coverage is None else coverage
+        if key not in self._arrays:
+            kinds = typical if key == self.coverage else typical_kinds(self._counts, key)
+            self._arrays[key] = MixArrays.of(kinds, self.version, [self.mean_memory_mib(k) for k, _ in kinds])
+        return self._arrays[key]
+
+
+@dataclass(frozen=True)
+class MixArrays:
+    """Typical pods column-wise, for vectorised scoring."""
+
+    version: int
+    kinds: tuple[PodKind, ...]
+    cpu_milli: np.ndarray  # int64 [T]
+    gpu_milli: np.ndarray  # int64 [T], per GPU (0 = CPU-only)
+    gpus: np.ndarray  # int64 [T]
+    freq: np.ndarray  # float64 [T], sums to 1
+    memory_mib: np.ndarray  # float64 [T]: mean memory of the kind's pods (0 = unknown)
+
+    @classmethod
+    def of(cls, typical: tuple[tuple[PodKind, float], ...], version: int,
+           memory_mib: list[float] | None = None) -> MixArrays:
+        kinds = tuple(k for k, _ in typical)
+        return cls(
+            version=version,
+            kinds=kinds,
+            cpu_milli=np.array([k.cpu_milli for k in kinds], dtype=np.int64),
+            gpu_milli=np.array([k.gpu_milli for k in kinds], dtype=np.int64),
+            gpus=np.array([k.gpus for k in kinds], dtype=np.int64),
+            freq=np.array([f for _, f in typical], dtype=np.float64),
+            memory_mib=np.array(memory_mib if memory_mib is not None else [0.0] * len(kinds), dtype=np.float64),
+        )
+
+
+def typical_kinds(counts: Mapping[PodKind, float], coverage: float = DEFAULT_COVERAGE) -> tuple[tuple[PodKind, float], ...]:
+    """The most frequent kinds covering ``coverage`` of the total, renormalised to sum to 1."""
+    total = float(sum(counts.values()))
+    if total <= 0:
+        return ()
+    ranked = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+    want = coverage * total
+    kept: list[tuple[PodKind, float]] = []
+    cum = 0.0
+    for kind, c in ranked:
+        if cum >= want:
+            break
+        kept.append((kind, c))
+        cum += c
+    return tuple((k, c / cum) for k, c in kept)
+
+
+def is_shared(kind: PodKind) -> bool:
+    return kind.gpus == 1 and 0 < kind.gpu_milli < GPU_MILLI

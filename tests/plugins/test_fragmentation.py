@@ -1,0 +1,145 @@
+"""Fragmentation (FGD and the capacity-aware variant) on hand-computed tiny nodes.
+
+Cluster (openb-style, no NVLink)::
+
+    n0  T4 x2   CPU 8000   mem 64000
+    n1  G2 x8   CPU 128000 mem 786432
+
+Mix: k1 = 1 x 500m + 2000m CPU (freq 1/2), k2 = 1 x 1000m + 4000m CPU (1/4), c = CPU-only (1/4).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from plugins.base import Context
+from plugins.fragmentation import FgdScore, Fragmentation, MixModel, NodeStats, node_fragmentation
+from scheduler.engine import build_candidates, feasible, place_pod
+from scheduler.snapshot import PodShape, Snapshot
+from scheduler.workload_mix import PodKind, WorkloadMix
+from simulations.fillup import openb_arrays
+
+NODES = "sn,cpu_milli,memory_mib,gpu,model\nn0,8000,64000,2,T4\nn1,128000,786432,8,G2\n"
+K1, K2, C = PodKind(2000, 500, 1), PodKind(4000, 1000, 1), PodKind(1000, 0, 0)
+
+
+@pytest.fixture
+def snap():
+    return Snapshot.empty(openb_arrays(NODES, "tiny"))
+
+
+def mix(counts=None, memory=None):
+    m = WorkloadMix(counts or {K1: 2, K2: 1, C: 1}, coverage=1.0)
+    for kind, mib in (memory or {}).items():
+        m._memory[kind] = mib * m._counts[kind]
+    return m
+
+
+def state(snap, cpu, gpus, node=0, mem=None):
+    snap.free_cpu[node] = cpu
+    snap.gpu_free[node, : len(gpus)] = gpus
+    if mem is not None:
+        snap.free_mem[node] = mem
+    return snap
+
+
+def test_fgd_fragmentation_by_hand(snap):
+    # free [1000, 300], CPU 8000: k1 and k2 fit -> the 300 GPU is their fragment; c sees all 1300
+    state(snap, 8000, [1000, 300])
+    assert node_fragmentation(snap, mix())[0] == pytest.approx(0.5 * 300 + 0.25 * 300 + 0.25 * 1300)
+    # CPU 3000: k2 no longer fits once -> it sees all 1300
+    state(snap, 3000, [1000, 300])
+    assert node_fragmentation(snap, mix())[0] == pytest.approx(0.5 * 300 + 0.25 * 1300 + 0.25 * 1300)
+
+
+def test_model_constraint_makes_every_free_gpu_a_fragment(snap):
+    state(snap, 8000, [1000, 1000])
+    only_v100 = PodKind(2000, 500, 1, ("V100M16",))
+    frag = node_fragmentation(snap, mix({only_v100: 1, K2: 1}))[0]
+    assert frag == pytest.approx(0.5 * 2000 + 0.5 * 0)
+
+
+def test_capacity_mode_counts_gpus_the_cpu_cannot_feed(snap):
+    # two free GPUs, CPU for one k2 pod: FGD sees no fragment for k2, capacity mode sees one GPU
+    state(snap, 5000, [1000, 1000])
+    m = mix({K2: 1})
+    assert node_fragmentation(snap, m, "fgd")[0] == 0
+    assert node_fragmentation(snap, m, "capacity")[0] == pytest.approx(1000)
+    # memory limits the same way, from the kind's mean memory
+    state(snap, 64000, [1000, 1000], mem=50000)
+    assert node_fragmentation(snap, mix({K2: 1}, {K2: 30000}), "capacity")[0] == pytest.approx(1000)
+    assert node_fragmentation(snap, mix({K2: 1}, {K2: 20000}), "capacity")[0] == 0
+
+
+def test_descent_is_before_minus_after(snap):
+    state(snap, 8000, [1000, 600])
+    st = NodeStats(MixModel(mix().arrays(), snap.arrays.models, "fgd"), snap)
+    d = st.descent(PodShape(cpu_milli=2000, gpus=1, gpu_milli=500), np.array([0]))
+    # after on GPU 0: [500, 600], CPU 6000 -> k1, k2 fit? k2 needs a 1000 GPU: no -> all 1100
+    after0 = 0.5 * 0 + 0.25 * 1100 + 0.25 * 1100
+    after1 = 0.5 * 100 + 0.25 * 100 + 0.25 * 1100  # [1000, 100]
+    before = 0.5 * 0 + 0.25 * 600 + 0.25 * 1600
+    assert d[0, 0] == pytest.approx(before - after0)
+    assert d[0, 1] == pytest.approx(before - after1)
+    assert d[0, 2:].tolist() == [-math.inf] * 6
+
+
+def test_fgd_score_is_the_papers_integer(snap):
+    state(snap, 8000, [1000, 600])
+    shape = PodShape(cpu_milli=2000, gpus=1, gpu_milli=500)
+    ctx = Context(mix=mix())
+    plugin = FgdScore()
+    st = plugin.prepare(shape, snap, ctx)
+    ok = feasible_nodes(snap, shape)
+    cand = build_candidates(snap, shape, ok)
+    scores = plugin.score(shape, snap, cand, st)
+    for m in range(len(cand)):
+        node, gpu = int(cand.node[m]), int(cand.gpu[m])
+        d = st.descent(shape, np.array([node]))[0, gpu]
+        assert scores[m] == int(100 / (1 + math.exp(-d / 1000))) / 100
+
+
+def test_cache_follows_changes_of_the_snapshot(snap):
+    ctx = Context(mix=mix())
+    plugin = Fragmentation(levels=0)
+    shape = PodShape(cpu_milli=2000, gpus=1, gpu_milli=500)
+    first = scores_of(plugin, snap, shape, ctx)
+    snap.apply(1, (0,), 500, 2000, 0)
+    again = scores_of(plugin, snap, shape, ctx)
+    fresh = scores_of(Fragmentation(levels=0), snap, shape, ctx)
+    assert not np.array_equal(first, again)
+    np.testing.assert_allclose(again, fresh)
+
+
+def test_fgd_packs_a_shared_pod_onto_the_used_gpu(snap):
+    snap.apply(1, (3,), 500, 2000, 0)
+    from scheduler.engine import Engine, PlacementConfig
+
+    engine = Engine.from_config(PlacementConfig(profile="FGD"))
+    (node, gpus, _), _ = place_pod(engine, snap, PodShape(cpu_milli=2000, gpus=1, gpu_milli=500), Context(mix=mix()))
+    assert (node, gpus) == (1, (3,))
+
+
+def feasible_nodes(snap, shape):
+    from scheduler.engine import Engine
+
+    engine = Engine.from_config()
+    states = {p.name: p.prepare(shape, snap, Context()) for p in engine.all_plugins}
+    return feasible(engine, snap, shape, states)
+
+
+def scores_of(plugin, snap, shape, ctx):
+    st = plugin.prepare(shape, snap, ctx)
+    return plugin.score(shape, snap, build_candidates(snap, shape, feasible_nodes(snap, shape)), st)
+
+
+def test_toposched_scores_every_kind_fgd_only_the_typical_ones():
+    rare = PodKind(64000, 1000, 8)
+    m = WorkloadMix({K1: 96, rare: 4}, coverage=0.95)
+    assert [k for k, _ in m.typical] == [K1]
+    assert m.arrays().kinds == (K1,)
+    assert set(m.arrays(1.0).kinds) == {K1, rare}
+    assert Fragmentation().coverage == 1.0 and FgdScore().coverage is None

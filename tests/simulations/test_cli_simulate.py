@@ -1,0 +1,70 @@
+"""``toposched simulate openb``: outputs in --out, the summary table, and user errors as exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scheduler.cli import main
+from scheduler.cli_simulate import parse_policies, parse_seeds
+
+NODES = "sn,cpu_milli,memory_mib,gpu,model\n" + "".join(f"n{i},64000,262144,4,T4\n" for i in range(6))
+PODS = "name,cpu_milli,memory_mib,num_gpu,gpu_milli\n" + "".join(
+    f"p{i:03d},4000,8192,1,{(230, 470, 1000, 810)[i % 4]}\n" for i in range(40))
+
+
+@pytest.fixture
+def files(tmp_path):
+    nodes, pods = tmp_path / "nodes.csv", tmp_path / "openb_pod_list_tiny.csv"
+    nodes.write_text(NODES)
+    pods.write_text(PODS)
+    return nodes, pods
+
+
+def test_writes_summary_csvs_and_plots(files, tmp_path, capsys):
+    nodes, pods = files
+    out = tmp_path / "out"
+    rc = main(["simulate", "openb", "--pods", str(pods), "--nodes", str(nodes), "--policy", "BestFit,toposched",
+               "--seeds", "1-2", "--inflate", "1.3", "--out", str(out), "--quiet"])
+    assert rc == 0
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["trace"] == "openb_pod_list_tiny" and doc["seeds"] == [1, 2] and doc["inflate"] == 1.3
+    for policy in ("BestFit", "toposched"):
+        entry = doc["policies"][policy]
+        assert set(entry["unallocated_gpu_pct"]) == {"100", "130"}
+        assert set(entry["per_seed"]) == {"1", "2"}
+        assert entry["unallocated_gpu_pct_sd"]["100"] is not None
+        for seed in (1, 2):
+            assert (out / f"{policy}_seed{seed}.csv").read_text().startswith("event,pod,placed,node")
+    for png in ("unallocated_vs_arrived.png", "fragmentation_vs_arrived.png", "unallocated_at_100.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    table = capsys.readouterr().out
+    assert "unalloc@100%" in table and "toposched" in table
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--policy", "Magic"], "--policy: unknown policy 'Magic'"),
+    (["--seeds", "9-3"], "--seeds: bad seed list '9-3'"),
+    (["--inflate", "0"], "--inflate: inflate 0.0 out of range"),
+])
+def test_bad_arguments_exit_2(files, tmp_path, capsys, args, message):
+    nodes, pods = files
+    rc = main(["simulate", "openb", "--pods", str(pods), "--nodes", str(nodes), "--out", str(tmp_path), "--quiet", *args])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_row_is_reported_with_file_and_line(files, tmp_path, capsys):
+    nodes, pods = files
+    pods.write_text(PODS + "bad,1,1,1,0\n")
+    rc = main(["simulate", "openb", "--pods", str(pods), "--nodes", str(nodes), "--out", str(tmp_path), "--quiet"])
+    assert rc == 2
+    assert f"{pods}:42: gpu_milli: 0 out of range" in capsys.readouterr().err
+
+
+def test_argument_parsers():
+    assert parse_seeds("42-45") == [42, 43, 44, 45]
+    assert parse_seeds("42, 44,42") == [42, 44]
+    assert parse_policies("all")[-1] == "toposched"
+    assert parse_policies("fgd,BESTFIT") == ["FGD", "BestFit"]
