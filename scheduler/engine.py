@@ -67,9 +67,10 @@ class PlacementConfig(BaseModel):
 FILTERS = ("node-state", "node-constraints", "gpu-model", "resource-fit")  # static reasons before capacity, as kube-scheduler orders them
 
 PROFILES: dict[str, list[tuple[str, float]]] = {
-    # ours: pack against the arriving mix, keep NVLink islands whole, then bin-pack
+    # ours: pack against the arriving mix (capacity-aware fragmentation, docs/simulator.md),
+    # keep NVLink islands whole, NUMA/NIC locality, spread replicas
     "toposched": [("fragmentation", 10.0), ("nvlink-island", 2.0), ("numa-nic", 1.0),
-                  ("binpack", 1.0), ("replica-spread", 5.0)],
+                  ("replica-spread", 5.0)],
     "binpack": [("binpack", 1.0), ("nvlink-island", 1.0)],
     # the FGD paper's baselines (USENIX ATC'23), one score plugin each; see docs/simulator.md
     "Random": [("random", 1.0)],
@@ -208,6 +209,16 @@ def filter_nodes(engine: Engine, snap: Snapshot, shape: PodShape, states: dict[s
     return ok, fit_error(n, int(ok.sum()), counts)
 
 
+def feasible(engine: Engine, snap: Snapshot, shape: PodShape, states: dict[str, Any]) -> np.ndarray:
+    """Phase 1 without the reasons (the hot path): nodes every filter accepts."""
+    ok: np.ndarray | None = None
+    for p in engine.all_plugins:
+        res = p.filter(shape, snap, states.get(p.name))
+        if res is not None:
+            ok = res.ok if ok is None else ok & res.ok
+    return np.ones(snap.n_nodes, dtype=bool) if ok is None else ok
+
+
 def fit_error(total: int, feasible: int, counts: dict[str, int]) -> str:
     """``0/4096 nodes are available: 3100 had fewer than 8 free GPUs, 996 ...``."""
     parts = ", ".join(f"{c} {why}" for why, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
@@ -230,26 +241,110 @@ def build_candidates(snap: Snapshot, shape: PodShape, ok: np.ndarray) -> Candida
         return Candidates(cn.astype(np.int32), _OneGpu(gi), after, np.ones(len(ni)), gpu=gi)
     k = shape.gpus
     full = gf[nodes] == 1000
-    bits = (full.astype(np.int64) << np.arange(full.shape[1], dtype=np.int64)).sum(axis=1)
     types = snap.arrays.node_type[nodes]
-    key = types.astype(np.int64) * (1 << 40) + bits
-    uniq, inv = np.unique(key, return_inverse=True)
-    sets: list[tuple[int, ...] | None] = []
-    scores = np.zeros(len(uniq))
-    local = np.zeros(len(uniq))
-    for u, kv in enumerate(uniq):
-        t = snap.arrays.types[int(kv >> 40)]
-        chosen, scores[u], local[u] = _gpu_set(t, int(kv & ((1 << 40) - 1)), k)
-        sets.append(chosen)
-    taken = np.zeros((len(uniq), gf.shape[1]), dtype=bool)
-    for u, chosen in enumerate(sets):
-        if chosen is not None:
-            taken[u, list(chosen)] = True
-    valid = taken.any(axis=1)[inv]
-    nodes, inv = nodes[valid], inv[valid]
+    plain = _plain_types(snap.arrays)
+    if plain[types].all():
+        return _plain_candidates(snap, nodes, full, types, k)
+    g = full.shape[1]
+    bits = (full.astype(np.int64) << np.arange(g, dtype=np.int64)).sum(axis=1)
+    set_bits = np.full(len(nodes), -1, dtype=np.int64)
+    quality = np.zeros(len(nodes))
+    local = np.zeros(len(nodes))
+    for ti in np.unique(types):
+        sel = types == ti
+        t = snap.arrays.types[int(ti)]
+        set_bits[sel], quality[sel], local[sel] = _set_table_lookup(t, bits[sel], k)
+    valid = set_bits >= 0
+    nodes, set_bits, quality, local = nodes[valid], set_bits[valid], quality[valid], local[valid]
+    taken = ((set_bits[:, None] >> np.arange(g, dtype=np.int64)) & 1).astype(bool)
     after = gf[nodes]
-    after[taken[inv]] = 0
-    return Candidates(nodes, _GroupSets(sets, inv), after, scores[inv], local[inv])  # type: ignore[arg-type]
+    after[taken] = 0
+    return Candidates(nodes, _TakenSets(taken), after, quality, local)
+
+
+_MAX_TABLE_GPUS = 16  # per (node type, size) lookup tables index all 2^G free masks
+
+
+class _SetTable:
+    """For one node type and set size: the set ``gpuset`` picks for each free bitmask, as
+    arrays indexed by the mask (filled lazily, for the masks seen), so a decision over
+    thousands of nodes is a few numpy gathers instead of a Python call per node."""
+
+    def __init__(self, t: Any, k: int) -> None:
+        size = 1 << t.n_gpus
+        self.t, self.k = t, k
+        self.filled = np.zeros(size, dtype=bool)
+        self.set_bits = np.full(size, -1, dtype=np.int64)
+        self.quality = np.zeros(size)
+        self.locality = np.zeros(size)
+
+    def lookup(self, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        missing = masks[~self.filled[masks]]
+        for m in np.unique(missing):
+            chosen, q, loc = _gpu_set(self.t, int(m), self.k)
+            self.set_bits[m] = -1 if chosen is None else sum(1 << i for i in chosen)
+            self.quality[m], self.locality[m] = q, loc
+            self.filled[m] = True
+        return self.set_bits[masks], self.quality[masks], self.locality[masks]
+
+
+_TABLES: dict[tuple[int, int], _SetTable] = {}
+
+
+def _set_table_lookup(t: Any, masks: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(set bitmask or -1, link quality, NUMA/NIC locality) for each free mask of type ``t``."""
+    if t.n_gpus > _MAX_TABLE_GPUS:
+        out = [_gpu_set(t, int(m), k) for m in masks]
+        bits = np.array([-1 if c is None else sum(1 << i for i in c) for c, _, _ in out], dtype=np.int64)
+        return bits, np.array([q for _, q, _ in out]), np.array([loc for _, _, loc in out])
+    table = _TABLES.get((id(t), k))
+    if table is None or table.t is not t:
+        if len(_TABLES) > 256:
+            _TABLES.clear()
+        table = _TABLES[(id(t), k)] = _SetTable(t, k)
+    return table.lookup(masks)
+
+
+def _plain_types(arrays: Any) -> np.ndarray:
+    """bool per node type: every GPU set of a size is as good as any other (no NVLink, equal
+    PCIe weights, one NUMA node, equal NICs), so ``gpuset`` gives the lowest free indices."""
+    extra = arrays._extra
+    if "plain_types" not in extra:
+        out = []
+        for t in arrays.types:
+            off = ~np.eye(t.n_gpus, dtype=bool)
+            out.append(t.n_gpus <= 1 or (len(np.unique(t.pair_weight[off])) == 1 and len(np.unique(t.numa)) == 1
+                                         and len(np.unique(t.nic_gbps)) == 1 and not t.nvswitch))
+        extra["plain_types"] = np.array(out, dtype=bool)
+    return extra["plain_types"]
+
+
+def _plain_candidates(snap: Snapshot, nodes: np.ndarray, full: np.ndarray, types: np.ndarray, k: int) -> Candidates:
+    """Whole-GPU candidates on plain node types, vectorised: the lowest ``k`` free GPUs."""
+    valid = full.sum(axis=1) >= k
+    nodes, full, types = nodes[valid], full[valid], types[valid]
+    taken = full & (np.cumsum(full, axis=1) <= k)
+    quality = np.zeros(len(snap.arrays.types))
+    local = np.zeros(len(snap.arrays.types))
+    for ti in np.unique(types):
+        t = snap.arrays.types[int(ti)]
+        _, quality[ti], local[ti] = _gpu_set(t, (1 << t.n_gpus) - 1, k)
+    after = snap.gpu_free[nodes]
+    after[taken] = 0
+    return Candidates(nodes, _TakenSets(taken), after, quality[types], local[types])
+
+
+class _TakenSets(Sequence):
+    """``gpus`` of whole-GPU candidates from a [M, G] mask of taken GPUs, made on demand."""
+
+    def __init__(self, taken: np.ndarray) -> None:
+        self._taken = taken
+
+    def __len__(self) -> int:
+        return len(self._taken)
+
+    def __getitem__(self, m):  # type: ignore[override]
+        return tuple(int(g) for g in np.flatnonzero(self._taken[m]))
 
 
 class _OneGpu(Sequence):
@@ -265,25 +360,14 @@ class _OneGpu(Sequence):
         return (int(self._gpu[m]),)
 
 
-class _GroupSets(Sequence):
-    """``gpus`` of whole-GPU candidates: one set per (node type, free mask) group."""
-
-    def __init__(self, sets: list, group: np.ndarray) -> None:
-        self._sets, self._group = sets, group
-
-    def __len__(self) -> int:
-        return len(self._group)
-
-    def __getitem__(self, m):  # type: ignore[override]
-        return self._sets[int(self._group[m])]
-
-
-def place_pod(engine: Engine, snap: Snapshot, shape: PodShape, ctx: Context) -> tuple[tuple[int, tuple[int, ...], float] | None, str]:
-    """Place one pod shape: ``((node, gpus, score), "")`` or ``(None, reason)``."""
+def place_pod(engine: Engine, snap: Snapshot, shape: PodShape, ctx: Context,
+              explain: bool = True) -> tuple[tuple[int, tuple[int, ...], float] | None, str]:
+    """Place one pod shape: ``((node, gpus, score), "")`` or ``(None, reason)`` (the reason
+    is "" when ``explain`` is False: the simulator only counts failures)."""
     states = {p.name: p.prepare(shape, snap, ctx) for p in engine.all_plugins}
-    ok, reason = filter_nodes(engine, snap, shape, states)
+    ok = feasible(engine, snap, shape, states)
     if not ok.any():
-        return None, reason
+        return None, filter_nodes(engine, snap, shape, states)[1] if explain else ""
     cand = build_candidates(snap, shape, ok)
     if len(cand) == 0:
         return None, fit_error(snap.n_nodes, 0, {f"had no free set of {shape.gpus} GPUs": int(ok.sum())})
