@@ -186,8 +186,10 @@ def _place_replica_set(engine: Engine, snap: Snapshot, req: ReplicaSetRequest, c
                           SolverReport(SolverStatus.GREEDY, time_s=time.perf_counter() - t0))
 
 
-def filter_nodes(engine: Engine, snap: Snapshot, shape: PodShape, states: dict[str, Any]) -> tuple[np.ndarray, str]:
-    """Phase 1: feasible mask and the kube-scheduler style reason for the rest."""
+def filter_counts(engine: Engine, snap: Snapshot, shape: PodShape,
+                  states: dict[str, Any]) -> tuple[np.ndarray, dict[str, int]]:
+    """Phase 1: feasible mask and rejected nodes per reason. A node is charged to the first
+    reason that rejects it, so the counts add up to the rejected nodes."""
     n = snap.n_nodes
     ok = np.ones(n, dtype=bool)
     charged = np.zeros(n, dtype=bool)
@@ -206,7 +208,13 @@ def filter_nodes(engine: Engine, snap: Snapshot, shape: PodShape, states: dict[s
     leftover = int((~ok & ~charged).sum())
     if leftover:
         counts["were filtered out"] = counts.get("were filtered out", 0) + leftover
-    return ok, fit_error(n, int(ok.sum()), counts)
+    return ok, counts
+
+
+def filter_nodes(engine: Engine, snap: Snapshot, shape: PodShape, states: dict[str, Any]) -> tuple[np.ndarray, str]:
+    """Phase 1 with the kube-scheduler style reason for the rejected nodes."""
+    ok, counts = filter_counts(engine, snap, shape, states)
+    return ok, fit_error(snap.n_nodes, int(ok.sum()), counts)
 
 
 def feasible(engine: Engine, snap: Snapshot, shape: PodShape, states: dict[str, Any]) -> np.ndarray:

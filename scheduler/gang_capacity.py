@@ -79,30 +79,12 @@ def chain_name(a: Any, has_clique: bool, i: int) -> str:
 
 
 def filter_counts(engine: Any, snap: Snapshot, shape: PodShape, ctx: Context) -> tuple[np.ndarray, dict[str, int]]:
-    """The engine's filters for one member shape: feasible mask and rejected nodes per reason.
+    """The engine's filters for one member shape: feasible mask and rejected nodes per reason
+    (``engine.filter_counts``, with each plugin prepared for this shape)."""
+    from scheduler.engine import filter_counts as engine_filter_counts
 
-    A node is charged to the first reason that rejects it (as ``engine.filter_nodes``),
-    so the counts add up to the rejected nodes.
-    """
-    n = snap.n_nodes
-    ok = np.ones(n, dtype=bool)
-    charged = np.zeros(n, dtype=bool)
-    counts: dict[str, int] = {}
-    for p in engine.all_plugins:
-        res = p.filter(shape, snap, p.prepare(shape, snap, ctx))
-        if res is None:
-            continue
-        for mask, why in res.reasons:
-            new = mask & ~charged
-            c = int(new.sum())
-            if c:
-                counts[why] = counts.get(why, 0) + c
-                charged |= new
-        ok &= res.ok
-    left = int((~ok & ~charged).sum())
-    if left:
-        counts["were filtered out"] = counts.get("were filtered out", 0) + left
-    return ok, counts
+    states = {p.name: p.prepare(shape, snap, ctx) for p in engine.all_plugins}
+    return engine_filter_counts(engine, snap, shape, states)
 
 
 def _weight(shape: PodShape) -> tuple[int, int, int]:
