@@ -1,26 +1,19 @@
-# Two entry points for a fresh machine with Python 3.11:
-#   make run   - create .venv, install toposched, run a simulation on the bundled cluster and trace
-#   make test  - create .venv, install toposched with its dev extra, run the whole test suite
+# Conveniences over tasks.py (which needs nothing but Python 3.11):
+#   make run   = python3 tasks.py run    (set up .venv, simulate the bundled openb trace)
+#   make test  = python3 tasks.py test   (set up .venv, run the whole test suite)
 PYTHON ?= python3
-VENV   ?= .venv
-BIN     = $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint clean
 
-$(BIN)/toposched: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $@
+run:
+	$(PYTHON) tasks.py run
 
-run: $(BIN)/toposched
-	$(BIN)/toposched simulate openb --pods default --policy BestFit,FGD,toposched --seeds 42 --out out/quickstart
+test:
+	$(PYTHON) tasks.py test
 
-test: $(BIN)/toposched
-	$(BIN)/python -m pytest -q
-
-lint: $(BIN)/toposched
-	$(BIN)/ruff check models scheduler plugins simulations tests benchmarks
+lint:
+	$(PYTHON) -c "import tasks; tasks.ensure_venv()"
+	.venv/bin/ruff check models scheduler plugins simulations tests benchmarks tasks.py
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf .venv out
