@@ -19,7 +19,7 @@ incrementally (no rebuild per decision); ``snapshot()`` hands out a copy.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from models.topology import TopologyArrays
 from scheduler.snapshot import NO_GPU, Snapshot
 
 
-class AllocState(str, Enum):
+class AllocState(StrEnum):
     ASSUMED = "ASSUMED"
     BOUND = "BOUND"
 
