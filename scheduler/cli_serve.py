@@ -1,4 +1,4 @@
-"""``toposched serve``: run in a cluster as a secondary scheduler (``--mode scheduler``)."""
+"""``toposched serve``: run in a cluster as a secondary scheduler (``--mode scheduler``) or as kube-scheduler's HTTP extender (``--mode extender``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ log = logging.getLogger("toposched.serve")
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        NAME, help="run in a cluster (secondary scheduler)",
+        NAME, help="run in a cluster (secondary scheduler or scheduler extender)",
         description="Place the pods whose spec.schedulerName is ours: watch nodes and pods, decide with the "
                     "placement engine, bind, report; leader election on a Lease; metrics and health endpoints.")
     p.add_argument("--mode", choices=MODES, default="scheduler",
