@@ -432,7 +432,17 @@ def _parse_rel_path(text: str) -> tuple[Any, ...]:
     return tuple(int(idx) if idx else key for key, idx in re.findall(r"([A-Za-z_]\w*)|\[(\d+)\]", text))
 
 
-def spec_error_from_validation(exc: ValidationError, data: Any, source: str | None) -> SpecError:
+# where a user reads about the keys of each document kind (by model class name)
+DOC_PAGES = {
+    "ClusterSpec": "docs/cluster-spec.md", "NodeTypeSpec": "docs/cluster-spec.md",
+    "NodeTopologySpec": "docs/node-annotation.md", "RequestFile": "docs/requests.md",
+    "StateFile": "docs/requests.md", "PlacementConfig": "docs/requests.md",
+    "WorkloadFile": "docs/workload-simulator.md", "ServeConfig": "docs/deploy.md",
+}
+
+
+def spec_error_from_validation(exc: ValidationError, data: Any, source: str | None,
+                               doc: str = "docs/cluster-spec.md") -> SpecError:
     """Turn pydantic's first error into one ``SpecError`` naming path, value and fix."""
     err = exc.errors()[0]
     loc = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
@@ -455,11 +465,11 @@ def spec_error_from_validation(exc: ValidationError, data: Any, source: str | No
     if etype == "extra_forbidden":
         parent = _fmt_loc(loc[:-1]) or "the top level"
         msg = f"unknown key {loc[-1]!r}"
-        fix = f"remove it or check its spelling (see docs/cluster-spec.md for the keys of {parent})"
+        fix = f"remove it or check its spelling (see {doc} for the keys of {parent})"
         has = False
     elif etype == "missing":
         msg = f"required key {loc[-1]!r} is missing"
-        fix = "add it (see docs/cluster-spec.md)"
+        fix = f"add it (see {doc})"
         has = False
     elif etype.endswith("_type") or etype.endswith("_parsing"):
         fix = "fix the value's type"
@@ -492,10 +502,13 @@ def read_text(path: str | Path) -> str:
 
 
 def validate_model(model: type[BaseModel], data: Any, source: str | None) -> Any:
+    """Validate a parsed document against ``model``; every problem is one ``SpecError``."""
+    doc = DOC_PAGES.get(model.__name__, "docs/")
     if not isinstance(data, dict):
+        keys = ", ".join(f"`{k}:`" for k in list(model.model_fields)[:3])
         raise SpecError(f"the document must be a mapping, not {type(data).__name__}", source=source,
-                        fix="start the file with keys such as `name:` and `nodes:`")
+                        fix=f"start the file with keys such as {keys} (see {doc})")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise spec_error_from_validation(exc, data, source) from None
+        raise spec_error_from_validation(exc, data, source, doc) from None

@@ -54,7 +54,11 @@ def decide(args: argparse.Namespace) -> Decision:
         updates["profile"] = args.profile
     if args.time_limit is not None:
         updates["gang"] = config.gang.model_copy(update={"time_limit_s": args.time_limit})
-    config = config.model_copy(update=updates)
+    if updates:
+        # validate the overrides like the file (a negative --time-limit is an error, not a default)
+        data = {**config.model_dump(), **{k: v.model_dump() if hasattr(v, "model_dump") else v
+                                          for k, v in updates.items()}}
+        config = validate_model(PlacementConfig, data, "--profile/--time-limit")
     try:
         engine = Engine.from_config(config)
     except KeyError as exc:

@@ -1,0 +1,71 @@
+"""`toposched place`: the examples run, JSON has per-member node and GPUs, bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from scheduler.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+EX = ROOT / "examples"
+
+
+def test_busy_superpod_gets_the_free_node_for_an_8_gpu_pod(capsys):
+    rc = main(["place", "--cluster", "superpod-su", "--state", str(EX / "state-superpod-busy.yaml"),
+               "--request", str(EX / "inference-8gpu.yaml"), "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    (o,) = out["outcomes"]
+    assert o["placed"] and o["solver"]["status"] == "GREEDY"
+    (p,) = o["placements"]
+    # the state leaves dgx-004, dgx-017 and dgx-029 wholly free (dgx-011 has failed)
+    assert p["node"] in {"dgx-004", "dgx-017", "dgx-029"} and p["gpus"] == list(range(8))
+
+
+def test_gang_example_reports_solver_status_and_one_rack(capsys):
+    rc = main(["place", "--cluster", "fabric-4096", "--request", str(EX / "gang-32x8-rack.yaml"), "--json"])
+    assert rc == 0
+    (o,) = json.loads(capsys.readouterr().out)["outcomes"]
+    assert o["solver"]["status"] in ("OPTIMAL", "FEASIBLE")
+    assert len(o["placements"]) == 32
+    assert len({p["node"] for p in o["placements"]}) == 32  # one member per node
+    assert all(p["gpus"] == list(range(8)) for p in o["placements"])
+    # fabric-4096 names nodes node-0000.. with 32 nodes per rack
+    assert len({int(p["node"].split("-")[1]) // 32 for p in o["placements"]}) == 1
+
+
+def test_replica_example_spreads_over_scalable_units(capsys):
+    assert main(["place", "--cluster", "superpod-4su", "--request", str(EX / "inference-replicas.yaml")]) == 0
+    nodes = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("  serving/chat-")]
+    assert len(nodes) == 4 and len(set(nodes)) == 4
+
+
+def test_malformed_request_names_file_and_path(tmp_path, capsys):
+    req = tmp_path / "r.yaml"
+    req.write_text("pods:\n  - {name: a, gpus: 2, gpu_milli: 300}\n")
+    assert main(["place", "--cluster", "superpod-su", "--request", str(req)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"toposched: error: {req}: pods[0]: a shared GPU request")
+
+
+def test_unknown_key_points_at_the_request_docs(tmp_path, capsys):
+    req = tmp_path / "r.yaml"
+    req.write_text("pod: []\n")
+    assert main(["place", "--cluster", "superpod-su", "--request", str(req)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'pod'" in err and "see docs/requests.md" in err
+
+
+def test_negative_time_limit_is_refused(capsys):
+    rc = main(["place", "--cluster", "superpod-su", "--request", str(EX / "inference-8gpu.yaml"), "--time-limit", "-1"])
+    assert rc == 2
+    assert "gang.time_limit_s" in capsys.readouterr().err
+
+
+def test_state_gpu_out_of_range(tmp_path, capsys):
+    state = tmp_path / "s.yaml"
+    state.write_text("allocations:\n  - {pod: x, node: dgx-000, gpus: [9]}\n")
+    rc = main(["place", "--cluster", "superpod-su", "--state", str(state), "--request", str(EX / "inference-8gpu.yaml")])
+    assert rc == 2
+    assert "allocations[0].gpus: GPU 9 out of range" in capsys.readouterr().err
