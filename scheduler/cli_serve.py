@@ -6,9 +6,10 @@ import argparse
 import logging
 import signal
 import threading
+from typing import Any
 
 from scheduler.extender.cli import add_extender_arguments, run_extender
-from scheduler.serve_config import load_serve_config
+from scheduler.serve_config import ServeConfig, load_serve_config
 
 NAME = "serve"
 MODES = ("scheduler", "extender")
@@ -39,6 +40,14 @@ def run(args: argparse.Namespace) -> int:
     from scheduler.logs import setup_logging
     from scheduler.serve import SchedulerService, ServiceOptions
 
+    config = serve_config_from_args(args)
+    setup_logging(config.log_level)
+    configuration = load_configuration(args.kubeconfig, pool_size=config.bind_workers + 8, context=args.context)
+    return serve_until_signalled(SchedulerService(config, configuration, ServiceOptions()), log)
+
+
+def serve_config_from_args(args: argparse.Namespace) -> ServeConfig:
+    """The ``--config`` file with ``--scheduler-name``, ``--log-level`` and ``--metrics-port`` laid over it."""
     config = load_serve_config(args.config)
     updates = {}
     if args.scheduler_name:
@@ -47,15 +56,15 @@ def run(args: argparse.Namespace) -> int:
         updates["log_level"] = args.log_level
     if args.metrics_port is not None:
         updates["metrics_port"] = args.metrics_port
-    config = config.model_copy(update=updates)
-    setup_logging(config.log_level)
-    configuration = load_configuration(args.kubeconfig, pool_size=config.bind_workers + 8, context=args.context)
-    service = SchedulerService(config, configuration, ServiceOptions())
+    return config.model_copy(update=updates)
 
+
+def serve_until_signalled(service: Any, logger: logging.Logger) -> int:
+    """Start ``service``, run it until SIGTERM/SIGINT, then stop it; exit status 0."""
     stopping = threading.Event()
 
     def _terminate(signum: int, _frame: object) -> None:
-        log.info("signal %d: shutting down", signum)
+        logger.info("signal %d: shutting down", signum)
         stopping.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from models.errors import SpecError, TraceRowError
@@ -37,6 +38,24 @@ def _int(value: str, column: str, source: str, line: int) -> int:
     return number
 
 
+def _named_rows(reader, columns: tuple[str, ...], kind: str, source: str) -> Iterator[tuple[int, str, list[str]]]:
+    """Data rows of ``reader`` as ``(line, name, row)``: not empty, ``len(columns)`` fields, a new name first."""
+    seen: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        if not row or all(not cell.strip() for cell in row):
+            raise TraceRowError(source, line, "empty row")
+        if len(row) != len(columns):
+            raise TraceRowError(source, line, f"{len(row)} fields; expected {len(columns)} ({','.join(columns)})")
+        name = row[0].strip()
+        if not name:
+            raise TraceRowError(source, line, f"{columns[0]}: empty {kind} name")
+        if name in seen:
+            raise TraceRowError(source, line, f"{columns[0]}: {kind} {name!r} already listed on line {seen[name]}")
+        seen[name] = line
+        yield line, name, row
+
+
 def read_node_list(text: str, source: str) -> list[NodeRow]:
     """Parse an openb node list (CSV with header ``sn,cpu_milli,memory_mib,gpu,model``)."""
     reader = csv.reader(io.StringIO(text))
@@ -46,19 +65,7 @@ def read_node_list(text: str, source: str) -> list[NodeRow]:
     if tuple(h.strip() for h in header) != NODE_COLUMNS:
         raise TraceRowError(source, 1, f"header is {','.join(header)!r}; expected {','.join(NODE_COLUMNS)}")
     rows: list[NodeRow] = []
-    seen: dict[str, int] = {}
-    for row in reader:
-        line = reader.line_num
-        if not row or all(not cell.strip() for cell in row):
-            raise TraceRowError(source, line, "empty row")
-        if len(row) != len(NODE_COLUMNS):
-            raise TraceRowError(source, line, f"{len(row)} fields; expected {len(NODE_COLUMNS)} ({','.join(NODE_COLUMNS)})")
-        name = row[0].strip()
-        if not name:
-            raise TraceRowError(source, line, "sn: empty node name")
-        if name in seen:
-            raise TraceRowError(source, line, f"sn: node {name!r} already listed on line {seen[name]}")
-        seen[name] = line
+    for line, name, row in _named_rows(reader, NODE_COLUMNS, "node", source):
         gpus = _int(row[3], "gpu", source, line)
         model = row[4].strip()
         if gpus > 0 and not model:
@@ -130,19 +137,7 @@ def read_pod_list(text: str, source: str) -> list[PodRow]:
         raise TraceRowError(source, 1, f"header is {','.join(header)!r}; expected {expected}")
     long = len(columns) == len(POD_COLUMNS)
     rows: list[PodRow] = []
-    seen: dict[str, int] = {}
-    for row in reader:
-        line = reader.line_num
-        if not row or all(not cell.strip() for cell in row):
-            raise TraceRowError(source, line, "empty row")
-        if len(row) != len(columns):
-            raise TraceRowError(source, line, f"{len(row)} fields; expected {len(columns)} ({','.join(columns)})")
-        name = row[0].strip()
-        if not name:
-            raise TraceRowError(source, line, "name: empty pod name")
-        if name in seen:
-            raise TraceRowError(source, line, f"name: pod {name!r} already listed on line {seen[name]}")
-        seen[name] = line
+    for line, name, row in _named_rows(reader, columns, "pod", source):
         num_gpu = _int(row[3], "num_gpu", source, line)
         gpu_milli = _int(row[4], "gpu_milli", source, line)
         _check_gpu_fields(num_gpu, gpu_milli, source, line)

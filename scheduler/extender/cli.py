@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 
 from models.errors import ToposchedError
 
@@ -30,20 +28,12 @@ def add_extender_arguments(p: argparse.ArgumentParser) -> None:
 def run_extender(args: argparse.Namespace) -> int:
     """``toposched serve --mode extender``: serve until SIGTERM/SIGINT."""
     from scheduler.adapters.kube import load_configuration
+    from scheduler.cli_serve import serve_config_from_args, serve_until_signalled
     from scheduler.extender.http import normalize_prefix, parse_listen, tls_context
     from scheduler.extender.service import ExtenderOptions, ExtenderService
     from scheduler.logs import setup_logging
-    from scheduler.serve_config import load_serve_config
 
-    config = load_serve_config(args.config)
-    updates = {}
-    if args.scheduler_name:
-        updates["scheduler_name"] = args.scheduler_name
-    if args.log_level:
-        updates["log_level"] = args.log_level
-    if args.metrics_port is not None:
-        updates["metrics_port"] = args.metrics_port
-    config = config.model_copy(update=updates)
+    config = serve_config_from_args(args)
     host, port = parse_listen(args.listen)
     prefix = normalize_prefix(args.url_prefix)
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -55,19 +45,4 @@ def run_extender(args: argparse.Namespace) -> int:
     configuration = load_configuration(args.kubeconfig, pool_size=16, context=args.context)
     opts = ExtenderOptions(host=host, port=port, url_prefix=prefix, ssl_context=ctx,
                            max_body_bytes=int(args.max_body_mib * 1024 * 1024), bind=not args.no_bind)
-    service = ExtenderService(config, configuration, opts)
-    stopping = threading.Event()
-
-    def _terminate(signum: int, _frame: object) -> None:
-        log.info("signal %d: shutting down", signum)
-        stopping.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _terminate)
-    service.start()
-    try:
-        while not stopping.wait(1.0):
-            pass
-    finally:
-        service.stop()
-    return 0
+    return serve_until_signalled(ExtenderService(config, configuration, opts), log)

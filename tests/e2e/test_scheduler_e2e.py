@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from tests.polling import wait_for as poll
+
 KUBECONFIG = os.environ.get("TOPOSCHED_E2E_KUBECONFIG")
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not KUBECONFIG, reason="TOPOSCHED_E2E_KUBECONFIG is not set")]
 
@@ -45,14 +47,7 @@ def _now() -> str:
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.2)
+    return poll(predicate, timeout_s, what, interval_s=0.2)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from scheduler.extender.handlers import ExtenderHandlers
 from scheduler.extender.state import CacheState
 from scheduler.fakes import InMemoryBinder, RecordingEvents
 from scheduler.workloads import assignment_annotations
+from tests.clock import ManualClock as Clock
 from tests.kube.conftest import apiserver  # noqa: F401 - the local API server fixture, re-exported
 from tests.paths import shared_or_skip
 
@@ -69,19 +70,6 @@ def gang_pod(name: str, gang: str, size: int, gpus: int = 8, **kw: Any) -> dict[
 
 def filter_args(pod: dict[str, Any], names: list[str]) -> dict[str, Any]:
     return {"Pod": pod, "Nodes": None, "NodeNames": names}
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def make_handlers(nodes: list[dict[str, Any]], pods: list[dict[str, Any]] = (), *, clock: Clock | None = None,

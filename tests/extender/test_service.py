@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
 from typing import Any
 
 import pytest
@@ -15,19 +14,9 @@ import pytest
 from models.spec import LevelSpec
 from scheduler.extender.service import ExtenderOptions, ExtenderService
 from scheduler.serve_config import ServeConfig
+from tests.polling import wait_for
 
 from .conftest import RACK_LABEL, gang_pod, gpu_pod, k8s_node
-
-
-def wait_for(predicate, timeout_s: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from scheduler.serve import SchedulerService, ServiceOptions
 from scheduler.serve_config import BackoffConfig, LeaderElectionConfig, ServeConfig
 from tests.kube.apiserver import ApiServer, running_apiserver
 from tests.kube.store import ApiStore
+from tests.polling import wait_for  # noqa: F401 - re-exported to the integration tests
 
 from . import objects
 
@@ -39,18 +39,6 @@ def fast_config(**overrides: Any) -> ServeConfig:
     }
     base.update(overrides)
     return ServeConfig(**base)
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
 
 
 class Schedulers:

@@ -26,6 +26,7 @@ from scheduler.failures import (
 from scheduler.fakes import InMemoryCluster, RecordingEvents
 from scheduler.loop import Scheduler
 from scheduler.serve_config import BackoffConfig, ServeConfig
+from tests.clock import ManualClock
 from tests.integration import objects as o
 
 # --------------------------------------------------------------------------- the detector
@@ -102,19 +103,11 @@ def test_lost_pods_per_gang_owner_and_single():
 # --------------------------------------------------------------------------- the loop
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Rig:
     """A scheduler on an in-memory cluster of two racks of three 8-GPU nodes (or ``per_rack``)."""
 
     def __init__(self, per_rack: int = 3, **failures) -> None:
-        self.clock = Clock()
+        self.clock = ManualClock()
         self.cluster = InMemoryCluster()
         self.events = RecordingEvents()
         cfg = ServeConfig(levels=[LevelSpec(name="rack", label=o.RACK_LABEL)],

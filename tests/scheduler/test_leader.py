@@ -7,19 +7,12 @@ import pytest
 from scheduler.fakes import InMemoryLeaseStore
 from scheduler.leader import LeaderElector, check_timings
 from scheduler.ports import KubeApiError, LeaseRecord
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import ManualClock
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(0.0)
 
 
 @pytest.fixture

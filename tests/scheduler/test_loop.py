@@ -15,24 +15,17 @@ from models.spec import LevelSpec
 from scheduler.fakes import InMemoryCluster, RecordingEvents
 from scheduler.loop import Scheduler
 from scheduler.serve_config import BackoffConfig, ServeConfig
+from tests.clock import ManualClock
 from tests.integration import objects as o
 
 ASSIGNMENT = "toposched.io/assignment"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Rig:
     """A scheduler wired to an in-memory cluster; ``run()`` steps until nothing is left to do now."""
 
     def __init__(self, nodes: int = 4, per_rack: int = 2, leader: bool = True, **config) -> None:
-        self.clock = Clock()
+        self.clock = ManualClock()
         self.cluster = InMemoryCluster()
         self.events = RecordingEvents()
         self.leading = leader

@@ -5,23 +5,16 @@ from __future__ import annotations
 import pytest
 
 from scheduler.queue import SchedulingQueue, UnitState, gang_unit_key
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import ManualClock
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(100.0)
 
 
 @pytest.fixture
-def q(clock: Clock) -> SchedulingQueue:
+def q(clock: ManualClock) -> SchedulingQueue:
     return SchedulingQueue(clock, initial_backoff_s=1.0, max_backoff_s=10.0, unschedulable_retry_s=60.0)
 
 
