@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.readers.openb import BUNDLED_NODES, bundled_text, read_pod_file  # noqa: E402
 from simulations.fillup import BASELINES, POLICIES, openb_arrays, run_fillup  # noqa: E402
-from simulations.openb import BUNDLED_NODES, bundled_text, read_pod_file  # noqa: E402
 
 EXPECTED = ROOT / ".." / "shared" / "data" / "fgd-atc23-expected-results" / "summary_unallocated_by_policy.csv"
 TOLERANCE = 0.5

@@ -69,7 +69,10 @@ def cluster_description(name: str) -> str:
 
 
 def openb_node_csv_text() -> str:
-    return resources.files(_DATA).joinpath("openb/openb_node_list_gpu_node.csv").read_text()
+    """The bundled openb GPU node list (``models/data/openb``)."""
+    from models.readers.openb import BUNDLED_NODES, bundled_text
+
+    return bundled_text(BUNDLED_NODES)
 
 
 def openb_cluster_data(text: str | None = None, source: str = "openb_node_list_gpu_node.csv") -> dict[str, Any]:
@@ -78,7 +81,7 @@ def openb_cluster_data(text: str | None = None, source: str = "openb_node_list_g
     openb nodes publish no intra-node topology: GPUs are modelled without NVLink, all on
     one NUMA node (relation NODE). Each node is its own host domain; there are no network levels.
     """
-    from simulations.openb import read_node_list
+    from models.readers.openb import read_node_list
 
     rows = read_node_list(text if text is not None else openb_node_csv_text(), source)
     nodes = []

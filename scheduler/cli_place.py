@@ -11,10 +11,10 @@ from models.errors import SpecError
 from models.placement import Decision
 from models.requests import RequestFile
 from models.spec import parse_document, read_text, validate_model
-from models.state import StateFile, load_state_into
+from models.state import StateFile
 from models.topology import build_arrays
 from scheduler.engine import Engine, PlacementConfig, place
-from scheduler.ledger import Ledger
+from scheduler.ledger import Ledger, load_state
 
 NAME = "place"
 
@@ -47,7 +47,7 @@ def decide(args: argparse.Namespace) -> Decision:
     ledger = Ledger(arrays)
     if args.state:
         state = validate_model(StateFile, parse_document(read_text(args.state), args.state), args.state)
-        load_state_into(ledger, state, args.state)
+        load_state(ledger, state, args.state)
     config = load_config(args.config)
     updates = {}
     if args.profile:

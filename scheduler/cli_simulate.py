@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
         return run_workload(args)
     if getattr(args, "trace_kind", None) != "openb":
         raise SpecError("name the trace kind", source="toposched simulate", fix="run: toposched simulate openb --help")
+    from models.readers.openb import BUNDLED_NODES, bundled_text, read_node_file, read_pod_file
     from simulations.fillup import openb_arrays, run_fillup, trace_digest
-    from simulations.openb import BUNDLED_NODES, bundled_text, read_node_file, read_pod_file
     from simulations.report import table, write_report
 
     policies = parse_policies(args.policy)

@@ -23,8 +23,9 @@ from enum import StrEnum
 
 import numpy as np
 
-from models.errors import ToposchedError
+from models.errors import SpecError, ToposchedError
 from models.requests import GPU_MILLI
+from models.state import StateFile
 from models.topology import TopologyArrays
 from scheduler.snapshot import NO_GPU, Snapshot
 
@@ -193,3 +194,35 @@ class Ledger:
         for owner, nodes in owners.items():
             if sorted(live.owner_nodes.get(owner, [])) != sorted(nodes):
                 raise LedgerError(f"ledger: owner {owner} node list drifted")
+
+
+def load_state(ledger: Ledger, state: StateFile, source: str) -> None:
+    """Apply a state file to a ledger; every problem names the file and the entry."""
+    arrays = ledger.arrays
+    seen: set[str] = set()
+    for i, a in enumerate(state.allocations):
+        where = f"allocations[{i}]"
+        if a.pod in seen:
+            raise SpecError("pod listed twice", source=source, path=f"{where}.pod", value=a.pod)
+        seen.add(a.pod)
+        if a.node not in arrays.node_index:
+            raise SpecError("unknown node", source=source, path=f"{where}.node", value=a.node,
+                            fix="use a node name of the cluster")
+        node = arrays.node_index[a.node]
+        n_gpus = int(arrays.gpu_count[node])
+        for g in a.gpus:
+            if not 0 <= g < n_gpus:
+                raise SpecError(f"GPU {g} out of range (node {a.node} has {'0-' + str(n_gpus - 1) if n_gpus else 'no GPUs'})",
+                                source=source, path=f"{where}.gpus")
+        if a.gpu_milli < GPU_MILLI and len(a.gpus) != 1:
+            raise SpecError("a shared allocation (gpu_milli < 1000) holds exactly one GPU", source=source,
+                            path=f"{where}.gpus", value=list(a.gpus))
+        try:
+            ledger.observe(Allocation(a.pod, node, tuple(a.gpus), a.gpu_milli, a.cpu_milli, a.memory_mib,
+                                      gang=a.gang, owner=a.owner))
+        except LedgerError as exc:
+            raise SpecError(f"does not fit what is already allocated: {exc}", source=source, path=where) from None
+    for i, name in enumerate(state.failed_nodes):
+        if name not in arrays.node_index:
+            raise SpecError("unknown node", source=source, path=f"failed_nodes[{i}]", value=name)
+        ledger.set_failed(arrays.node_index[name], True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.readers.openb import PodRow
 from models.requests import GPU_MILLI
 from models.topology import TopologyArrays
 from plugins.base import Context
@@ -35,7 +36,6 @@ from scheduler.engine import PROFILES, Engine, PlacementConfig, place_pod
 from scheduler.snapshot import PodShape, Snapshot
 from scheduler.workload_mix import DEFAULT_COVERAGE, WorkloadMix
 from simulations.core import EventLoop
-from simulations.openb import PodRow
 
 POLICIES = ("Random", "DotProd", "GpuClustering", "GpuPacking", "BestFit", "FGD", "toposched")
 BASELINES = POLICIES[:-1]

@@ -52,3 +52,10 @@ def test_plugins_import_only_models_and_snapshot(path):
             if line.startswith(("from scheduler", "import scheduler")):
                 assert line.startswith("from scheduler.snapshot import") or line.startswith("from scheduler.workload_mix import"), line
     assert "simulations" not in internal
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "models").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_models_import_no_other_package_of_ours(path):
+    """models/ is the bottom layer: spec, requests, topology and readers stand alone."""
+    ours = _imports(path) & {"scheduler", "plugins", "simulations"}
+    assert not ours, f"{path.relative_to(ROOT)} imports {sorted(ours)}"

@@ -12,8 +12,8 @@ import pytest
 
 from models import presets
 from models.errors import TraceRowError
+from models.readers.openb import NodeRow, read_node_list
 from models.topology import LinkClass, build_arrays, build_graph, node_type_arrays
-from simulations.openb import NodeRow, read_node_list
 from tests.paths import REPO_ROOT, shared_or_skip
 
 NODE_TYPES = presets.node_type_names()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.readers.openb import BUNDLED_NODES, bundled_text, read_pod_file
 from simulations.fillup import openb_arrays, run_fillup
-from simulations.openb import BUNDLED_NODES, bundled_text, read_pod_file
 
 EXPECTED = {"BestFit": (7.138, 6.924), "FGD": (4.773, 4.609)}
 TOLERANCE = 1.0  # points; two seeds vary by ~0.3 around the 10-seed mean

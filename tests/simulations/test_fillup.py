@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.readers.openb import PodRow
 from models.requests import PodRequest
 from plugins.base import Context
 from scheduler.engine import place
 from scheduler.snapshot import Snapshot
 from scheduler.workload_mix import PodKind, typical_kinds
 from simulations.fillup import RunResult, arrival_order, engine_for, openb_arrays, run_fillup, typical_mix
-from simulations.openb import PodRow
 
 NODES = "sn,cpu_milli,memory_mib,gpu,model\n" + "".join(
     f"n{i},{96000 if i % 3 else 32000},{393216},{8 if i % 3 else 2},{'G2' if i % 3 else 'T4'}\n" for i in range(12))

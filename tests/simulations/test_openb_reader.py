@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.errors import SpecError, TraceRowError
-from simulations.openb import read_node_list, read_pod_file, read_pod_list, trace_name
+from models.readers.openb import read_node_list, read_pod_file, read_pod_list, trace_name
 
 LONG = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,deletion_time,scheduled_time\n"
 SHORT = "name,cpu_milli,memory_mib,num_gpu,gpu_milli\n"

@@ -1,4 +1,4 @@
-"""Readers for the Alibaba openb GPU cluster trace (cluster-trace-gpu-v2023) CSV files.
+"""Readers for the Alibaba openb GPU cluster trace (cluster-trace-gpu-v2023) CSV files: node lists (the `openb` cluster preset) and pod lists (the fill-up simulator).
 
 Every row is checked; a bad row raises ``TraceRowError`` naming the file and its 1-based
 line (the header is line 1). Nothing is dropped silently.
