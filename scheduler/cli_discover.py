@@ -57,6 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, metavar="N", help="with --interval: stop after N rounds")
     src = p.add_argument_group("sources")
     src.add_argument("--replay", metavar="FILE", help="play back recorded NVML answers (JSON) instead of NVML")
+    src.add_argument("--record", metavar="FILE",
+                     help="write what NVML answered to FILE (JSON), to replay it elsewhere with --replay")
     src.add_argument("--no-nvml", action="store_true", help="do not use NVML (nvidia-smi only)")
     src.add_argument("--nvidia-smi", default="nvidia-smi", metavar="PATH", help="the nvidia-smi binary")
     src.add_argument("--smi-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
@@ -95,6 +97,8 @@ def _check_args(args: argparse.Namespace) -> None:
                         fix="set NODE_NAME (downward API: fieldRef spec.nodeName) or pass --node-name")
     if args.replay and args.no_nvml:
         raise SpecError("--replay and --no-nvml exclude each other", source="--replay")
+    if args.record and (args.replay or args.no_nvml):
+        raise SpecError("records what NVML answers: it excludes --replay and --no-nvml", source="--record")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,7 +147,7 @@ def _sources(args: argparse.Namespace) -> tuple[GpuSource | None, SmiSource | No
     if args.replay:
         nvml = ReplaySource.from_file(args.replay)
     elif not args.no_nvml:
-        nvml = NvmlSource()
+        nvml = NvmlSource(record=bool(args.record))
     smi = None
     if not args.no_nvidia_smi:
         runner = saved_outputs(args.smi_topo, args.smi_query) if args.smi_topo or args.smi_query else run_command
@@ -154,7 +158,11 @@ def _sources(args: argparse.Namespace) -> tuple[GpuSource | None, SmiSource | No
 def _round(args: argparse.Namespace, state: _State, n: int) -> int:
     """Discover, measure (once), print, publish."""
     nvml, smi = _sources(args)
-    found = discover(nvml, smi, sys_root=Path(args.sys_root), nic_gbps=args.nic_gbps)
+    try:
+        found = discover(nvml, smi, sys_root=Path(args.sys_root), nic_gbps=args.nic_gbps)
+    finally:
+        if args.record and isinstance(nvml, NvmlSource):
+            _write_record(args.record, nvml)
     if args.measure:
         found = _with_measurement(found, args, state)
     text = json.dumps(found.topology.model_dump(mode="json"), sort_keys=True)
@@ -172,6 +180,19 @@ def _round(args: argparse.Namespace, state: _State, n: int) -> int:
     if args.publish:
         _publish(found, args, state)
     return 0
+
+
+def _write_record(path: str, nvml: NvmlSource) -> None:
+    """Save NVML's answers (also those of a round that failed: that is when a record helps most)."""
+    doc = nvml.recording()
+    if doc is None:  # NVML could not even be imported: nothing was asked
+        return
+    stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    about = f"NVML answers recorded by `toposched discover --record` at {stamp}; replay with --replay (docs/agent.md)"
+    try:
+        Path(path).write_text(json.dumps({"_about": about, **doc}, indent=1) + "\n")
+    except OSError as exc:
+        raise SpecError(f"cannot write the record: {exc}", source="--record", value=path) from None
 
 
 def _with_measurement(found: Discovery, args: argparse.Namespace, state: _State) -> Discovery:

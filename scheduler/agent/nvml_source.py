@@ -176,6 +176,7 @@ class NvmlSource:
 
     lib: Any = None
     kind: str = "nvml"
+    record: bool = False  # write down every answer (``recording``) for --record
     _failures: dict[tuple[str, str], list[str]] = field(default_factory=dict, repr=False)
     _handles: dict[int, Any] = field(default_factory=dict, repr=False)
     _facts: dict[int, DeviceFacts] = field(default_factory=dict, repr=False)
@@ -192,6 +193,8 @@ class NvmlSource:
                 raise NvmlUnavailable("the Python package nvidia-ml-py is not installed "
                                       "(pip install 'toposched[agent]')") from None
             self.lib = pynvml
+        if self.record and not isinstance(self.lib, RecordingNvml):
+            self.lib = RecordingNvml(self.lib)
         try:
             self.lib.nvmlInit()
         except Exception as exc:  # noqa: BLE001 - classified below, never a traceback
@@ -207,6 +210,10 @@ class NvmlSource:
         if self._open:
             self._call("nvmlShutdown", None, self.lib.nvmlShutdown)
             self._open = False
+
+    def recording(self) -> dict[str, Any] | None:
+        """What NVML answered so far, as a replayable record (only with ``record=True``)."""
+        return self.lib.doc if isinstance(self.lib, RecordingNvml) else None
 
     def notes(self) -> list[str]:
         out = []
@@ -532,3 +539,140 @@ class ReplaySource(NvmlSource):
                             source=str(path)) from None
         return cls(doc, str(path))
 
+
+
+# --------------------------------------------------------------------------- record
+
+
+def _error_text(exc: BaseException) -> str:
+    """An exception as a record writes it: ``ERR NVMLError_<Name>(<code>)`` or ``ERR TypeError(...)``."""
+    code = getattr(exc, "value", None)
+    if isinstance(code, int) and _nvml_error(exc) is not None:
+        return f"ERR NVMLError_{NVML_ERROR_NAMES.get(code, 'Unknown')}({code})"
+    return f"ERR {type(exc).__name__}({exc})"
+
+
+class RecordingNvml:
+    """A pynvml-like library that passes every call to the real one and writes down the answers.
+
+    The record (``doc``) has the format ``RecordedNvml`` plays back (docs/agent.md), so what a
+    node answered can be replayed elsewhere (``toposched discover --record FILE``, then
+    ``--replay FILE``). A function the real library lacks stays absent here too, which replays
+    as FunctionNotFound; an error is written down and raised again.
+    """
+
+    def __init__(self, lib: Any) -> None:
+        self.lib = lib
+        self.doc: dict[str, Any] = {"gpus": []}
+        self._index: dict[int, int] = {}  # id(handle) -> GPU index
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self.lib, name)  # AttributeError when the library lacks it, as NvmlSource expects
+        if not callable(real) or not name.startswith("nvml"):
+            return real
+        store = getattr(self, f"_store_{name}", None)
+        if store is None:
+            return real
+
+        def call(*args: Any) -> Any:
+            try:
+                value = real(*args)
+            except Exception as exc:
+                store(args, None, _error_text(exc))
+                raise
+            store(args, value, None)
+            return value
+
+        return call
+
+    # where each answer goes: value when the call returned, error (record text) when it raised
+
+    def _gpu(self, handle: Any) -> dict[str, Any]:
+        index = self._index[id(handle)]
+        gpus = self.doc["gpus"]
+        while len(gpus) <= index:
+            gpus.append({"index": len(gpus)})
+        return gpus[index]
+
+    def _put(self, entry: dict[str, Any], key: str, value: Any, error: str | None) -> None:
+        entry[key] = error if error is not None else value
+
+    def _store_nvmlInit(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802 - pynvml's names
+        if error is not None:
+            self.doc["init"] = error
+
+    def _store_nvmlSystemGetDriverVersion(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
+        self._put(self.doc, "driver", _text(value), error)
+
+    def _store_nvmlDeviceGetCount(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
+        self._put(self.doc, "device_count", value, error)
+
+    def _store_nvmlDeviceGetHandleByIndex(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
+        if error is None:
+            self._index[id(value)] = int(args[0])
+            self._gpu(value)
+
+    def _store_nvmlDeviceGetName(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
+        self._put(self._gpu(args[0]), "name", _text(value), error)
+
+    def _store_nvmlDeviceGetUUID(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
+        self._put(self._gpu(args[0]), "uuid", _text(value), error)
+
+    def _store_nvmlDeviceGetPciInfo(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
+        self._put(self._gpu(args[0]), "pci", _text(getattr(value, "busId", None)), error)
+
+    def _store_nvmlDeviceGetMemoryInfo(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
+        self._put(self._gpu(args[0]), "memory_total", getattr(value, "total", None), error)
+
+    def _store_nvmlDeviceGetNumaNodeId(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
+        self._put(self._gpu(args[0]), "numa", value, error)
+
+    def _store_nvmlDeviceGetMemoryAffinity(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
+        self._put(self._gpu(args[0]), "memory_affinity", None if value is None else [int(w) for w in value], error)
+
+    def _store_nvmlDeviceGetMigMode(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
+        self._put(self._gpu(args[0]), "mig_mode", None if value is None else [int(m) for m in value], error)
+
+    def _store_nvmlDeviceGetMaxPcieLinkGeneration(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
+        self._put(self._gpu(args[0]), "max_pcie_gen", value, error)
+
+    def _link(self, handle: Any, link: int) -> dict[str, Any]:
+        links = self._gpu(handle).setdefault("nvlinks", [])
+        for item in links:
+            if item["link"] == link:
+                return item
+        item = {"link": link}
+        links.append(item)
+        return item
+
+    def _store_nvmlDeviceGetNvLinkState(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
+        item = self._link(args[0], int(args[1]))
+        if error is not None:
+            item["err"] = error
+        else:
+            item["state"] = int(value)
+
+    def _store_nvmlDeviceGetNvLinkRemoteDeviceType(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
+        self._put(self._link(args[0], int(args[1])), "remote_type", value, error)
+
+    def _store_nvmlDeviceGetNvLinkRemotePciInfo(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
+        self._put(self._link(args[0], int(args[1])), "remote_pci", _text(getattr(value, "busId", None)), error)
+
+    def _store_nvmlDeviceGetTopologyCommonAncestor(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
+        a, b = self._index[id(args[0])], self._index[id(args[1])]
+        n = max(len(self.doc["gpus"]), a + 1, b + 1)
+        matrix = self.doc.setdefault("topology", [])
+        for row in matrix:
+            row.extend([None] * (n - len(row)))
+        while len(matrix) < n:
+            matrix.append([None] * n)
+        matrix[a][b] = error if error is not None else int(value)
+
+    def _store_nvmlDeviceGetGpuFabricInfoV(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
+        if error is not None:
+            self._gpu(args[0])["fabric"] = error
+            return
+        info = args[1]._obj  # ctypes.byref(FabricInfo), as NvmlSource passes it
+        self._gpu(args[0])["fabric"] = {"cluster_uuid": str(uuid.UUID(bytes=bytes(info.clusterUuid))),
+                                        "clique_id": int(info.cliqueId), "state": int(info.state),
+                                        "status": int(info.status)}

@@ -13,6 +13,7 @@ from models.readers.k8s_node import node_from_k8s
 from models.topology import LinkClass, build_arrays
 from scheduler import cli_discover
 from scheduler.agent.measure import BandwidthReport
+from scheduler.agent.nvml_source import RecordedNvml
 from scheduler.cli import main
 from tests.agent.records import RECORDS, fake_sysfs, h200_query_xml, h200_record, h200_topo_text
 
@@ -76,12 +77,40 @@ def test_garbled_nvidia_smi_exits_2_naming_the_line(tmp_path, sysfs, capsys):
     (["--rounds", "2"], "--rounds: needs --interval"),
     (["--interval", "0"], "--interval: must be a positive number of seconds"),
     (["--replay", "x.json", "--no-nvml"], "--replay and --no-nvml exclude each other"),
-], ids=["publish-no-node", "rounds-no-interval", "zero-interval", "replay-and-no-nvml"])
+    (["--record", "x.json", "--replay", "y.json"], "--record: records what NVML answers"),
+], ids=["publish-no-node", "rounds-no-interval", "zero-interval", "replay-and-no-nvml", "record-and-replay"])
 def test_bad_arguments_exit_2(monkeypatch, capsys, args, message):
     monkeypatch.delenv("NODE_NAME", raising=False)
     status, _, err = run_cli(capsys, *args)
     assert status == 2
     assert message in err
+
+
+def test_record_then_replay_gives_the_same_discovery(monkeypatch, tmp_path, sysfs, capsys):
+    """--record writes what the NVML library answered; --replay of that file discovers the same node."""
+    monkeypatch.setitem(sys.modules, "pynvml", RecordedNvml(json.loads((RECORDS / "dgx-h100.json").read_text()), "lib"))
+    rec = tmp_path / "node.json"
+    status, live, _ = run_cli(capsys, "--json", "--record", str(rec), "--no-nvidia-smi", "--sys-root", str(sysfs))
+    assert status == 0
+    doc = json.loads(rec.read_text())
+    assert doc["_about"].startswith("NVML answers recorded by `toposched discover --record`")
+    assert doc["driver"] == "550.54.15" and len(doc["gpus"]) == 8
+    monkeypatch.delitem(sys.modules, "pynvml")
+    status, replayed, _ = run_cli(capsys, "--json", "--replay", str(rec), "--no-nvidia-smi", "--sys-root", str(sysfs))
+    assert status == 0
+    live_doc, replay_doc = json.loads(live), json.loads(replayed)
+    assert replay_doc["topology"] == live_doc["topology"]
+    assert replay_doc["topology"]["nvswitch"] is not None
+    assert replay_doc["gpus"] == live_doc["gpus"]
+
+
+def test_a_record_is_written_when_nvml_fails(monkeypatch, tmp_path, sysfs, capsys):
+    """nvmlInit failing is exactly what a support record should show."""
+    lib = RecordedNvml({"gpus": [], "init": "ERR NVMLError_LibRmVersionMismatch(18)"}, "lib")
+    monkeypatch.setitem(sys.modules, "pynvml", lib)
+    rec = tmp_path / "node.json"
+    run_cli(capsys, "--json", "--record", str(rec), "--no-nvidia-smi", "--sys-root", str(sysfs))
+    assert json.loads(rec.read_text())["init"] == "ERR NVMLError_LibRmVersionMismatch(18)"
 
 
 def test_measure_without_torch_exits_2(monkeypatch, sysfs, capsys):

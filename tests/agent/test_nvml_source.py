@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -10,6 +11,7 @@ from models.errors import SpecError
 from scheduler.agent.nvml_source import (
     NvmlSource,
     NvmlUnavailable,
+    RecordedNvml,
     ReplaySource,
     index_ranges,
     normalize_bus_id,
@@ -184,3 +186,61 @@ def test_normalize_bus_id(raw, expected):
 
 def test_index_ranges():
     assert index_ranges([5, 0, 1, 2, 7, 8]) == "0-2,5,7-8"
+
+
+# -- recording: what a node answered, replayable elsewhere ---------------------------------
+
+
+def _facts(src: NvmlSource) -> tuple:
+    """Everything discovery asks of a source, in one comparable value."""
+    n = src.device_count()
+    return (src.driver_version(), n, [src.device(i) for i in range(n)],
+            [[src.pcie_relation(a, b) if a != b else None for b in range(n)] for a in range(n)], src.notes())
+
+
+@pytest.mark.parametrize("name", ["dgx-h100", "dgx1-v100", "h200"])
+def test_a_recording_replays_to_the_same_answers(name):
+    """Record through RecordingNvml (over a replayed node), replay the record: every answer and note is the same."""
+    doc = h200_record() if name == "h200" else record(name)
+    if name == "dgx-h100":  # a registered NVLink fabric, so the fabric path is recorded too
+        for g in doc["gpus"]:
+            g["fabric"] = {"cluster_uuid": "6f0b7c1e-0000-4000-8000-00000000000a", "clique_id": 2, "state": 3,
+                           "status": 0}
+    live = NvmlSource(lib=RecordedNvml(doc, "node"), record=True)
+    live.open()
+    before = _facts(live)
+    recording = json.loads(json.dumps(live.recording()))  # through JSON, as --record writes it
+    again = opened(recording)
+    assert _facts(again) == before
+    if name == "dgx-h100":
+        assert again.device(3).fabric_clique == "6f0b7c1e-0000-4000-8000-00000000000a.2"
+        assert len(again.device(0).nvlinks) == 18
+
+
+def test_a_recording_keeps_errors_and_leaves_missing_functions_out():
+    class OldBindings(RecordedNvml):
+        nvmlDeviceGetMaxPcieLinkGeneration = None  # an nvidia-ml-py without the function
+
+    doc = record("dgx1-v100")
+    del doc["gpus"][0]["uuid"]  # the driver answers FunctionNotFound
+    doc["gpus"][1]["nvlinks"][2] = {"link": 2, "err": "NVMLError_GpuIsLost(15)"}
+    live = NvmlSource(lib=OldBindings(doc, "node"), record=True)
+    live.open()
+    before = _facts(live)
+    rec = live.recording()
+    assert all("max_pcie_gen" not in g for g in rec["gpus"])
+    assert rec["gpus"][0]["uuid"] == "ERR NVMLError_FunctionNotFound(13)"
+    assert rec["gpus"][1]["nvlinks"][2] == {"link": 2, "err": "ERR NVMLError_GpuIsLost(15)"}
+    assert rec["gpus"][0]["mig_mode"] == "ERR NVMLError_NotSupported(3)"
+    assert rec["topology"][0][1] == doc["topology"][0][1]
+    again = _facts(opened(json.loads(json.dumps(rec))))
+    assert again[:4] == before[:4]
+    # the one difference: a replay cannot tell a function missing from the bindings from one the driver lacks
+    assert [n.replace(" (not in this nvidia-ml-py)", "") for n in before[4]] == again[4]
+
+
+def test_a_failed_init_is_recorded():
+    live = NvmlSource(lib=RecordedNvml({"gpus": [], "init": "ERR NVMLError_DriverNotLoaded(9)"}, "node"), record=True)
+    with pytest.raises(NvmlUnavailable, match="driver is not loaded"):
+        live.open()
+    assert live.recording() == {"gpus": [], "init": "ERR NVMLError_DriverNotLoaded(9)"}
