@@ -59,6 +59,8 @@ class SchedulerMetrics:
                                       registry=r)
         self.api_errors = Counter("toposched_api_errors", "Failed API calls by operation and HTTP status.",
                                   ["operation", "code"], registry=r)
+        self.api_throttle = Counter("toposched_api_throttle_seconds", "Seconds API requests waited for the "
+                                    "client-side rate limit (api_qps, api_burst).", registry=r)
         self.relists = Counter("toposched_relists", "Full re-lists by resource and cause (start, gone, error).",
                                ["resource", "cause"], registry=r)
         self.cache_nodes = Gauge("toposched_cache_nodes", "Nodes in the topology (usable and not).", registry=r)

@@ -54,14 +54,16 @@ class SchedulerService:
         self.config = config
         self.identity = opts.identity or default_identity()
         self.metrics = SchedulerMetrics()
-        self.api = kube.KubeApi(configuration, request_timeout_s=config.request_timeout_s)
+        self.api = kube.KubeApi(configuration, request_timeout_s=config.request_timeout_s,
+                                limiter=kube.rate_limiter(config.api_qps, config.api_burst),
+                                on_throttle=self.metrics.api_throttle.inc)
         self.binder = kube.KubeBinder(self.api)
         instance = f"{config.scheduler_name}-{self.identity.split('_')[0]}"
         self.events = kube.KubeEventSink(self.api, config.scheduler_name, instance)
         self.elector: LeaderElector | None = None
         le = config.leader_election
         if le.enabled:
-            store = kube.KubeLeaseStore(self.api, le.lease_namespace, le.lease_name,
+            store = kube.KubeLeaseStore(self.api.unlimited(), le.lease_namespace, le.lease_name,
                                         timeout_s=max(1.0, le.renew_deadline_s / 2))
             self.elector = LeaderElector(store, self.identity, lease_duration_s=le.lease_duration_s,
                                          renew_deadline_s=le.renew_deadline_s, retry_period_s=le.retry_period_s,

@@ -94,6 +94,11 @@ class ServeConfig(_Strict):
     watch_timeout_s: Annotated[int, Field(ge=1)] = 300
     # per-request client timeout for writes and lists
     request_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # client-side rate limit of API requests (lists, bindings, events, patches; not watch streams
+    # or the leader lease); 0 = none (the default: the API server's priority and fairness throttles,
+    # and its 429 answers are retried). kube-scheduler's clientConnection uses 50 / 100.
+    api_qps: Annotated[float, Field(ge=0)] = 0.0
+    api_burst: Annotated[int, Field(ge=1)] = 100
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

@@ -12,6 +12,8 @@ turn into a ``V1Binding`` and raise *after* the bind succeeded (K8S.md 3.2).
 Parts:
 
 - ``KubeApi``: client setup and one ``request()``; every failure becomes a ``KubeApiError``.
+  Requests wait for a ``TokenBucket`` (client-side QPS and burst, as client-go's rate limiter
+  does for kube-scheduler); watch streams and the leader lease do not.
 - ``Reflector``: list + watch one resource with resourceVersion, bookmarks, 410 Gone and
   dropped streams answered by a re-list (the sink diffs it), errors retried with backoff.
 - ``KubeBinder``, ``KubeEventSink`` (events.k8s.io/v1, core/v1 fallback), ``KubeLeaseStore``.
@@ -88,12 +90,59 @@ def _api_error(exc: BaseException, operation: str) -> KubeApiError:
 _TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError, ValueError)
 
 
+class TokenBucket:
+    """Client-side request rate: ``qps`` tokens a second, at most ``burst`` saved up.
+
+    ``wait()`` reserves a token under the lock and sleeps outside it, so concurrent callers
+    queue in arrival order and the long-run rate never exceeds ``qps``."""
+
+    def __init__(self, qps: float, burst: int, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if qps <= 0 or burst < 1:
+            raise ValueError(f"a token bucket needs qps > 0 and burst >= 1, not {qps} and {burst}")
+        self.qps = float(qps)
+        self.burst = int(burst)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._tokens = float(burst)
+        self._last = clock()
+
+    def reserve(self) -> float:
+        """Take one token; the seconds until it is ours (0 when one was saved up)."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.qps)
+            self._last = now
+            self._tokens -= 1.0
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.qps
+
+    def wait(self) -> float:
+        """Block until a token is ours; the seconds waited."""
+        delay = self.reserve()
+        if delay > 0:
+            self._sleep(delay)
+        return delay
+
+
+def rate_limiter(qps: float, burst: int) -> TokenBucket | None:
+    """The bucket for a configured ``api_qps`` / ``api_burst``; None (no limit) when qps is 0."""
+    return TokenBucket(qps, burst) if qps > 0 else None
+
+
 class KubeApi:
     """One ``ApiClient`` and the raw request helpers every adapter uses."""
 
-    def __init__(self, configuration: Any, request_timeout_s: float = 30.0) -> None:
-        self.client = k8s_client.ApiClient(configuration)
+    def __init__(self, configuration: Any, request_timeout_s: float = 30.0, *, limiter: TokenBucket | None = None,
+                 on_throttle: Callable[[float], None] | None = None, client: Any = None) -> None:
+        self.client = client if client is not None else k8s_client.ApiClient(configuration)
         self.request_timeout_s = request_timeout_s
+        self.limiter = limiter
+        self.on_throttle = on_throttle
+
+    def unlimited(self) -> KubeApi:
+        """The same client without the rate limit (the leader lease must not queue behind bindings)."""
+        return KubeApi(None, self.request_timeout_s, client=self.client)
 
     def close(self) -> None:
         self.client.close()
@@ -112,6 +161,10 @@ class KubeApi:
                 content_type: str | None = None, operation: str = "", timeout: float | None = None) -> Any:
         """One call; the decoded JSON answer (None when empty). Errors: ``KubeApiError``."""
         op = operation or f"{method} {path}"
+        if self.limiter is not None:
+            waited = self.limiter.wait()
+            if waited > 0 and self.on_throttle is not None:
+                self.on_throttle(waited)
         try:
             resp = self._send(method, path, query, body, content_type, timeout or self.request_timeout_s)
             data = resp.read()

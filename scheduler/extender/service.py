@@ -59,7 +59,9 @@ class ExtenderService:
         self.request_duration = Histogram(
             "toposched_extender_request_duration_seconds", "Extender verb latency by verb and HTTP status.",
             ["verb", "code"], buckets=ATTEMPT_BUCKETS, registry=self.metrics.registry)
-        self.api = kube.KubeApi(configuration, request_timeout_s=config.request_timeout_s)
+        self.api = kube.KubeApi(configuration, request_timeout_s=config.request_timeout_s,
+                                limiter=kube.rate_limiter(config.api_qps, config.api_burst),
+                                on_throttle=self.metrics.api_throttle.inc)
         self.state = CacheState(ClusterCache(config.scheduler_name, config.levels))
         instance = f"toposched-extender-{self.identity.split('_')[0]}"
         events = kube.KubeEventSink(self.api, "toposched-extender", instance)

@@ -9,6 +9,7 @@ from kubernetes import client
 
 from scheduler.adapters import kube
 from scheduler.ports import KubeApiError, LeaseRecord, ObjectRef
+from tests.clock import ManualClock
 from tests.integration import objects as o
 from tests.integration.conftest import wait_for
 
@@ -145,3 +146,75 @@ def test_event_sink_writes_events_k8s_io_v1(apiserver, api):
     assert event["reason"] == "FailedScheduling" and event["type"] == "Warning"
     assert event["involvedObject"]["uid"] == uid
     assert len(event["message"].encode()) <= 1024 and event["message"].endswith(" ...")
+
+
+# -- client-side rate limit -----------------------------------------------------------------
+
+
+class SleepingClock(ManualClock):
+    """A manual clock whose sleep moves it (and records how long each sleep was)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+
+
+def test_token_bucket_spends_the_burst_then_keeps_the_rate():
+    clock = SleepingClock()
+    bucket = kube.TokenBucket(10, 3, clock=clock, sleep=clock.sleep)
+    waits = [bucket.wait() for _ in range(6)]
+    assert waits[:3] == [0, 0, 0]
+    assert waits[3:] == pytest.approx([0.1, 0.1, 0.1])
+    clock.advance(10)  # idle: saves up to the burst again, not more
+    assert [bucket.wait() for _ in range(4)] == pytest.approx([0, 0, 0, 0.1])
+
+
+def test_token_bucket_queues_concurrent_callers_at_the_rate():
+    """Reservations made at one instant are spaced 1/qps apart, whichever thread asks."""
+    clock = ManualClock()
+    bucket = kube.TokenBucket(20, 2, clock=clock)
+    delays: list[float] = []
+    lock = threading.Lock()
+
+    def ask() -> None:
+        for _ in range(5):
+            d = bucket.reserve()
+            with lock:
+                delays.append(d)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(delays) == pytest.approx([0, 0] + [k / 20 for k in range(1, 19)])
+
+
+@pytest.mark.parametrize("qps, burst", [(0, 10), (-1, 10), (5, 0)])
+def test_token_bucket_refuses_a_meaningless_rate(qps, burst):
+    with pytest.raises(ValueError, match="qps > 0 and burst >= 1"):
+        kube.TokenBucket(qps, burst)
+    assert kube.rate_limiter(0, 10) is None
+
+
+def test_requests_wait_for_the_limit_but_the_lease_does_not(apiserver):
+    """Over real HTTP: the fifth request of a burst of four waits 1/qps; the unlimited twin never waits."""
+    clock = SleepingClock()
+    throttled: list[float] = []
+    api = kube.KubeApi(apiserver.kube_config(), request_timeout_s=5, on_throttle=throttled.append,
+                       limiter=kube.TokenBucket(4, 4, clock=clock, sleep=clock.sleep))
+    try:
+        apiserver.store.create("nodes", o.node("n0"))
+        for _ in range(6):
+            assert api.request("GET", "/api/v1/nodes/n0")["metadata"]["name"] == "n0"
+        assert throttled == pytest.approx([0.25, 0.25])
+        lease = kube.KubeLeaseStore(api.unlimited(), "kube-system", "toposched")
+        lease.create(LeaseRecord(holder="me", lease_duration_s=15))
+        assert lease.get().holder == "me"
+        assert len(clock.sleeps) == 2  # the lease calls took no token
+    finally:
+        api.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from tests.integration import objects as o
-from tests.integration.conftest import Schedulers, bound_pods, events_for, wait_for
+from tests.integration.conftest import Schedulers, bound_pods, events_for, fast_config, wait_for
 
 GPUS = "toposched.io/gpus"
 ASSIGNMENT = "toposched.io/assignment"
@@ -204,3 +204,14 @@ def test_restart_rebuilds_the_ledger_and_hands_out_no_gpu_twice(apiserver, sched
     ledger.check_invariants()
     other = ledger.get("default/other")
     assert other is not None and not set(other.gpus) & used_n1
+
+
+def test_client_side_rate_limit_throttles_requests_but_everything_binds(apiserver, schedulers):
+    """api_qps / api_burst: the scheduler's requests wait for tokens (counted), the lease is held, all pods bind."""
+    add_nodes(apiserver)
+    svc = schedulers.start(config=fast_config(api_qps=40, api_burst=2))
+    wait_for(lambda: svc.is_leader, what="the lease")
+    create(apiserver, *(o.pod(f"p{i}", 1) for i in range(8)))
+    wait_for(lambda: len(bound_pods(apiserver)) == 8, what="all 8 pods bound")
+    assert svc.metrics.api_throttle._value.get() > 0  # 8 bindings + 8 events on 2 saved tokens had to wait
+    assert svc.is_leader

@@ -15,6 +15,7 @@ def test_defaults_match_kube_scheduler():
     assert (le.lease_duration_s, le.renew_deadline_s, le.retry_period_s) == (15.0, 10.0, 2.0)
     assert (cfg.backoff.initial_s, cfg.backoff.max_s) == (1.0, 10.0)
     assert cfg.scheduler_name == "toposched" and cfg.levels is None
+    assert (cfg.api_qps, cfg.api_burst) == (0.0, 100)  # no client-side limit unless asked for
 
 
 def test_example_config_in_deploy_is_valid(tmp_path):
@@ -36,7 +37,9 @@ def test_example_config_in_deploy_is_valid(tmp_path):
     ("bind_workers: 0\n", "bind_workers"),
     ("unknown_key: 1\n", "unknown_key"),
     ("assignment_write: sometimes\n", "assignment_write"),
-], ids=["lease-timings", "backoff-order", "level-name", "workers", "extra-key", "literal"])
+    ("api_qps: -1\n", "api_qps"),
+    ("api_burst: 0\n", "api_burst"),
+], ids=["lease-timings", "backoff-order", "level-name", "workers", "extra-key", "literal", "qps", "burst"])
 def test_bad_config_names_the_file_and_path(tmp_path, text, where):
     path = tmp_path / "serve.yaml"
     path.write_text(text)
