@@ -453,6 +453,9 @@ class RecordedNvml:
     def nvmlDeviceGetHandleByIndex(self, index: int) -> int:  # noqa: N802
         if not 0 <= index < len(self.doc["gpus"]):
             raise _ReplayedError(INVALID_ARGUMENT)
+        entry = self.doc["gpus"][index]
+        if isinstance(entry, dict) and "handle" in entry:  # a recorded failure (e.g. GpuIsLost)
+            self._value(entry["handle"], f"gpus[{index}].handle")
         return index
 
     def nvmlDeviceGetName(self, h: int) -> str:  # noqa: N802
@@ -588,11 +591,7 @@ class RecordingNvml:
     # where each answer goes: value when the call returned, error (record text) when it raised
 
     def _gpu(self, handle: Any) -> dict[str, Any]:
-        index = self._index[id(handle)]
-        gpus = self.doc["gpus"]
-        while len(gpus) <= index:
-            gpus.append({"index": len(gpus)})
-        return gpus[index]
+        return self.doc["gpus"][self._index[id(handle)]]
 
     def _put(self, entry: dict[str, Any], key: str, value: Any, error: str | None) -> None:
         entry[key] = error if error is not None else value
@@ -608,9 +607,14 @@ class RecordingNvml:
         self._put(self.doc, "device_count", value, error)
 
     def _store_nvmlDeviceGetHandleByIndex(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
-        if error is None:
-            self._index[id(value)] = int(args[0])
-            self._gpu(value)
+        index = int(args[0])
+        gpus = self.doc["gpus"]
+        while len(gpus) <= index:
+            gpus.append({"index": len(gpus)})
+        if error is not None:
+            gpus[index]["handle"] = error
+        else:
+            self._index[id(value)] = index
 
     def _store_nvmlDeviceGetName(self, args: tuple, value: Any, error: str | None) -> None:  # noqa: N802
         self._put(self._gpu(args[0]), "name", _text(value), error)

@@ -239,6 +239,18 @@ def test_a_recording_keeps_errors_and_leaves_missing_functions_out():
     assert [n.replace(" (not in this nvidia-ml-py)", "") for n in before[4]] == again[4]
 
 
+def test_a_gpu_whose_handle_fails_is_recorded_and_replayed():
+    doc = record("dgx1-v100")
+    doc["gpus"][5]["handle"] = "ERR NVMLError_GpuIsLost(15)"
+    live = NvmlSource(lib=RecordedNvml(doc, "node"), record=True)
+    live.open()
+    before = _facts(live)
+    assert before[2][5].name is None and "NVML nvmlDeviceGetHandleByIndex: GpuIsLost (GPU 5)" in before[4]
+    rec = json.loads(json.dumps(live.recording()))
+    assert rec["gpus"][5] == {"index": 5, "handle": "ERR NVMLError_GpuIsLost(15)"}
+    assert _facts(opened(rec)) == before
+
+
 def test_a_failed_init_is_recorded():
     live = NvmlSource(lib=RecordedNvml({"gpus": [], "init": "ERR NVMLError_DriverNotLoaded(9)"}, "node"), record=True)
     with pytest.raises(NvmlUnavailable, match="driver is not loaded"):
