@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import platform
 import sys
@@ -193,62 +192,15 @@ def waste(trace: str, policies: list[str], seed: int) -> None:
               flush=True)
 
 
-def best_allocation(shares: dict[int, int], whole: int, gpus: int, *, place_all: bool,
-                    time_limit_s: float = 30.0) -> tuple[float, str]:
-    """An upper bound on the GPU milli any placement can allocate, from a relaxation solved exactly.
-
-    Relaxed: no nodes (a multi-GPU pod may take any free GPUs), no CPU, memory or GPU models,
-    and pods may be placed in any order. Left: a GPU holds shares summing to at most 1,000
-    milli, or one whole-GPU pod's GPU. Phases: (1) an arc-flow model of one GPU (nodes 0..1000
-    milli in steps of 10; an arc per share size, and a loss arc) whose flow is the number of
-    GPUs holding shares, each unit a way to fill one GPU; (2) at most ``shares[s]`` arcs of size
-    ``s`` (exactly, with ``place_all``: every arrived shared pod placed), whole GPUs on the rest;
-    (3) CP-SAT maximises allocated milli. The returned value is the solver's proven bound, so it
-    stays a bound when the time limit cuts the search."""
-    from ortools.sat.python import cp_model
-
-    step, top = 10, 1000 // 10
-    if any(s % step for s in shares):
-        raise ValueError(f"share sizes must be multiples of {step} milli")
-    m = cp_model.CpModel()
-    arc = {(u, s): m.NewIntVar(0, n, f"a{u}_{s}") for s, n in shares.items() for u in range(top - s // step + 1)}
-    loss = [m.NewIntVar(0, gpus, f"loss{u}") for u in range(top)]
-    used = m.NewIntVar(0, gpus, "shared_gpus")
-    for v in range(top + 1):
-        into = [x for (u, s), x in arc.items() if u + s // step == v] + ([loss[v - 1]] if v else [])
-        out = [x for (u, _), x in arc.items() if u == v] + ([loss[v]] if v < top else [])
-        m.Add(sum(out) == used) if v == 0 else m.Add(sum(into) == used) if v == top else m.Add(sum(into) == sum(out))
-    for size, n in shares.items():
-        placed = sum(x for (_, s), x in arc.items() if s == size)
-        m.Add(placed == n) if place_all else m.Add(placed <= n)
-    whole_gpus = m.NewIntVar(0, whole, "whole_gpus")
-    m.Add(whole_gpus + used <= gpus)
-    m.Maximize(1000 * whole_gpus + sum(s * x for (_, s), x in arc.items()))
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = time_limit_s
-    solver.parameters.num_workers = 2
-    status = solver.Solve(m)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return float(gpus * 1000), solver.StatusName(status)
-    return float(math.floor(solver.BestObjectiveBound() + 1e-6)), solver.StatusName(status)  # milli are integers
-
-
 def bound(trace: str, seeds: list[int]) -> None:
-    """The least GPU any policy can leave free at 100% arrived, in the relaxation of ``best_allocation``.
-
-    Two bounds per seed: ``any`` (a policy free to turn pods away, knowing the whole order) and
-    ``all shared placed`` (every shared pod that arrived by then is placed, as happens when a
-    policy places each pod that fits and shared pods find room)."""
-    from collections import Counter
-
+    """The least GPU any policy can leave free at 100% arrived (``simulations.bound``), per seed."""
     import numpy as np
 
-    from simulations.fillup import arrival_order
+    from simulations.bound import bound_for_seed
 
     arrays = openb_arrays(bundled_text(BUNDLED_NODES), BUNDLED_NODES)
     pods, name = read_pod_file(trace)
     gpus = int(arrays.gpu_count.sum())
-    cap = gpus * 1000
     print(machine())
     print(f"trace {name}: least GPU left free at 100% arrived (relaxed: no nodes, CPU, memory or models), "
           f"in GPUs of {gpus}")
@@ -256,22 +208,11 @@ def bound(trace: str, seeds: list[int]) -> None:
     print("|---:|---:|---:|---:|---:|---:|---|")
     lows, alls = [], []
     for seed in seeds:
-        workload_seed, _ = np.random.SeedSequence(seed).spawn(2)
-        arrived, shares, whole = 0, Counter(), 0
-        for pod in arrival_order(pods, cap, np.random.default_rng(workload_seed), 1.3):
-            if arrived + pod.gpu_milli_total > cap:
-                break
-            arrived += pod.gpu_milli_total
-            if pod.is_shared:
-                shares[pod.gpu_milli] += 1
-            else:
-                whole += pod.num_gpu
-        best_any, st1 = best_allocation(dict(shares), whole, gpus, place_all=False)
-        best_all, st2 = best_allocation(dict(shares), whole, gpus, place_all=True)
-        lows.append((cap - best_any) / 1000)
-        alls.append((cap - best_all) / 1000)
-        print(f"| {seed} | {arrived / 1000:.1f} | {sum(shares.values())} | {whole} | {lows[-1]:.1f} | "
-              f"{alls[-1]:.1f} | {st1.lower()}, {st2.lower()} |", flush=True)
+        b = bound_for_seed(pods, gpus, seed)
+        lows.append(b.any_pct * gpus / 100)
+        alls.append(b.all_shared_placed_pct * gpus / 100)
+        print(f"| {seed} | {b.arrived_gpus:.1f} | {b.shared_pods} | {b.whole_gpus} | {lows[-1]:.1f} | "
+              f"{alls[-1]:.1f} | {b.status} |", flush=True)
     print(f"| mean | | | | {np.mean(lows):.1f} ({100 * np.mean(lows) / gpus:.2f}%) | "
           f"{np.mean(alls):.1f} ({100 * np.mean(alls) / gpus:.2f}%) | |")
 

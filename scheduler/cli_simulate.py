@@ -37,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--out", default="out/simulate", help="output folder (default: %(default)s)")
     o.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
+    o.add_argument("--bound", action="store_true",
+                   help="also compute, per seed, the least unallocated GPU %% any placement can reach at 100%% "
+                        "arrived (a relaxation solved exactly; docs/fidelity.md)")
     from scheduler.cli_simulate_workload import add_workload_parser  # time-based simulator (its own module)
 
     add_workload_parser(kinds)
@@ -129,6 +132,12 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     extra = {"pods_file": args.pods, "nodes_file": args.nodes or node_source, "nodes": arrays.n_nodes,
              "trace_pods": len(pods), "trace_digest": trace_digest(pods)}
+    if args.bound:
+        from simulations.bound import bound_for_seed
+        from simulations.report import bound_summary
+
+        gpus = int(arrays.gpu_count.sum())
+        extra["bound"] = bound_summary([bound_for_seed(pods, gpus, seed, inflate=args.inflate) for seed in seeds])
     out = Path(args.out)
     doc = write_report(runs, out, trace, extra, plots=not args.no_plots)
     print(table(doc))

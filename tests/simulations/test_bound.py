@@ -1,16 +1,10 @@
-"""The relaxed allocation bound of benchmarks/bench_simulator.py (docs/fidelity.md) on hand-solved cases."""
+"""The relaxed allocation bound (simulations/bound.py, docs/fidelity.md) on hand-solved cases."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from tests.paths import REPO_ROOT
-
-_spec = importlib.util.spec_from_file_location("bench_simulator", REPO_ROOT / "benchmarks" / "bench_simulator.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+from simulations.bound import best_allocation
 
 
 @pytest.mark.parametrize("shares, whole, gpus, place_all, best", [
@@ -23,12 +17,17 @@ _spec.loader.exec_module(bench)
     ({}, 7, 4, True, 4000),                    # whole pods only: capacity is the bound
 ], ids=["810+190", "all-placed", "turn-away", "pairs", "pairs-two-gpus", "mixed", "whole-only"])
 def test_best_allocation_on_hand_solved_cases(shares, whole, gpus, place_all, best):
-    value, status = bench.best_allocation(shares, whole, gpus, place_all=place_all)
+    value, status = best_allocation(shares, whole, gpus, place_all=place_all)
     assert status == "OPTIMAL"
     assert value == best
 
 
 def test_infeasible_when_the_shares_cannot_all_be_placed():
     """Three 600m shares cannot all sit on two GPUs: no allocation, the bound is capacity."""
-    value, status = bench.best_allocation({600: 3}, 0, 2, place_all=True)
+    value, status = best_allocation({600: 3}, 0, 2, place_all=True)
     assert status == "INFEASIBLE" and value == 2000
+
+
+def test_share_sizes_off_the_grid_are_refused():
+    with pytest.raises(ValueError, match="multiples of 10"):
+        best_allocation({475: 2}, 0, 2, place_all=True)

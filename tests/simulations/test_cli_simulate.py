@@ -68,3 +68,21 @@ def test_argument_parsers():
     assert parse_seeds("42, 44,42") == [42, 44]
     assert parse_policies("all")[-1] == "toposched"
     assert parse_policies("fgd,BESTFIT") == ["FGD", "BestFit"]
+
+
+def test_bound_is_in_the_summary_and_no_policy_beats_it(files, tmp_path, capsys):
+    """--bound: the relaxed optimum per seed; the simulated policies leave at least that much unallocated."""
+    nodes, pods = files
+    out = tmp_path / "out"
+    rc = main(["simulate", "openb", "--pods", str(pods), "--nodes", str(nodes), "--policy", "all",
+               "--seeds", "1-3", "--out", str(out), "--quiet", "--no-plots", "--bound"])
+    assert rc == 0
+    doc = json.loads((out / "summary.json").read_text())
+    bound = doc["bound"]
+    assert set(bound["per_seed"]) == {"1", "2", "3"}
+    for seed, b in bound["per_seed"].items():
+        assert b["status"] == "optimal" and b["point"] == 100
+        assert 0 <= b["any"] <= b["all_shared_placed"] <= 100
+        for policy, entry in doc["policies"].items():
+            assert entry["per_seed"][seed]["100"] >= b["any"] - 0.005, (policy, seed)  # 2 decimals there
+    assert "least possible @100%" in capsys.readouterr().out
