@@ -158,7 +158,8 @@ def waste(trace: str, policies: list[str], seed: int) -> None:
             shape = shape_of(pod)
             choice, _ = place_pod(engine, snap, shape, ctx)
             if choice is not None:
-                snap.apply(choice[0], choice[1], shape.gpu_milli, shape.cpu_milli, shape.memory_mib)
+                snap.apply(choice[0], choice[1], shape.gpu_milli, shape.cpu_milli, shape.memory_mib,
+                           extended=shape.extended)
                 if pod.is_shared:
                     placed_shares.append(pod.gpu_milli)
         cls = {"small": 0, "starved": 0, "usable": 0}

@@ -104,12 +104,14 @@ def _resolve_node(
     if item.topology is not None:
         topo = item.topology
         base_cpu, base_mem, base_labels, type_name = 0, 0, {}, "custom"
+        base_ext: dict[str, int] = {}
     else:
         assert item.type is not None
         t = _resolve_type(item.type, spec, source, where)
         topo, base_cpu, base_mem, base_labels, type_name = (
             t.topology, t.cpu_milli, t.memory_mib, t.labels, item.type
         )
+        base_ext = t.extended_resources
     if not NAME_RE.match(name) or len(name) > 253:
         raise SpecError(
             "node name is not a valid Kubernetes name", source=source, path=f"{where}.name", value=name,
@@ -127,6 +129,7 @@ def _resolve_node(
         labels={**base_labels, **item.labels},
         state=item.state,
         where=where,
+        extended_resources=dict(sorted({**base_ext, **item.extended_resources}.items())),
     )
 
 

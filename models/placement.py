@@ -16,7 +16,7 @@ class SolverStatus(StrEnum):
 
 @dataclass(frozen=True)
 class Placement:
-    """One pod's place: node, exact GPUs and how much of each."""
+    """One pod's place: node, exact GPUs and how much of each, CPU, memory, extended resources."""
 
     pod: str
     node: str
@@ -28,10 +28,13 @@ class Placement:
     gang: str | None = None
     role: str | None = None
     owner: str | None = None
+    extended: tuple[tuple[str, int], ...] = ()  # extended resources taken, by name (sorted)
 
     def to_json(self) -> dict:
         d = {"pod": self.pod, "node": self.node, "gpus": list(self.gpus), "gpu_milli": self.gpu_milli,
              "cpu_milli": self.cpu_milli, "memory_mib": self.memory_mib}
+        if self.extended:
+            d["extended"] = dict(self.extended)
         for k in ("gang", "role", "owner"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.spec import check_extended_resources
 
 GPU_MILLI = 1000
 
@@ -39,16 +41,23 @@ class Toleration(_Strict):
 
 
 class Resources(_Strict):
-    """What one pod asks for. ``gpu_milli`` < 1000 is a shared GPU (then ``gpus`` is 1)."""
+    """What one pod asks for. ``gpu_milli`` < 1000 is a shared GPU (then ``gpus`` is 1).
+
+    ``extended``: Kubernetes extended resources by name (``rdma/ib: 4``), whole units;
+    hugepages in bytes.
+    """
 
     cpu_milli: Annotated[int, Field(ge=0)] = 0
     memory_mib: Annotated[int, Field(ge=0)] = 0
     gpus: Annotated[int, Field(ge=0, le=64)] = 0
     gpu_milli: Annotated[int, Field(ge=1, le=GPU_MILLI)] = GPU_MILLI
+    extended: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     gpu_models: tuple[str, ...] = ()
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: tuple[Toleration, ...] = ()
     priority: int = 0
+
+    _ext = field_validator("extended")(check_extended_resources)
 
     @model_validator(mode="after")
     def _shared(self) -> Resources:

@@ -24,10 +24,34 @@ from models.errors import SpecError
 PCIE_RELATIONS = ("PIX", "PXB", "PHB", "NODE", "SYS")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# A Kubernetes resource name: an optional DNS-subdomain prefix and a name of at most 63
+# characters (``rdma/rdma_shared_device_a``, ``vpc.amazonaws.com/efa``, ``hugepages-2Mi``).
+RESOURCE_NAME_RE = re.compile(
+    r"^(?:[a-z0-9]([-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+# Resources a node spec gives elsewhere (cpu_milli, memory_mib, max_pods, the GPU count) or
+# that are not placed (ephemeral-storage); they are not extended resources.
+NOT_EXTENDED = ("cpu", "memory", "pods", "ephemeral-storage", "nvidia.com/gpu")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_extended_resources(value: dict[str, int]) -> dict[str, int]:
+    """Extended resources: Kubernetes resource names other than the ones modelled elsewhere, sorted."""
+    for name in value:
+        if name in NOT_EXTENDED:
+            raise ValueError(f"{name!r} is not an extended resource (cpu, memory, pods and nvidia.com/gpu have "
+                             "their own keys; ephemeral-storage is not placed)")
+        prefix = name.partition("/")[0] if "/" in name else ""
+        if len(name) > 253 or not RESOURCE_NAME_RE.match(name) or len(prefix) > 253:
+            raise ValueError(f"{name!r} is not a Kubernetes resource name (e.g. rdma/ib, vpc.amazonaws.com/efa, "
+                             "hugepages-2Mi)")
+    return dict(sorted(value.items()))
+
+
+ExtendedResources = Annotated[dict[str, Annotated[int, Field(ge=0)]], Field(default_factory=dict)]
 
 
 class GpuSpec(_Strict):
@@ -291,10 +315,13 @@ class NodeSpec(_Strict):
     cpu_milli: Annotated[int, Field(ge=0)] | None = None
     memory_mib: Annotated[int, Field(ge=0)] | None = None
     max_pods: Annotated[int, Field(ge=1)] = 110
+    extended_resources: ExtendedResources
     levels: dict[str, str] = Field(default_factory=dict)
     clique: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     state: NodeStateSpec = NodeStateSpec()
+
+    _ext = field_validator("extended_resources")(check_extended_resources)
 
     @model_validator(mode="after")
     def _type_or_topology(self) -> NodeSpec:
@@ -329,11 +356,14 @@ class NodeGroupSpec(_Strict):
     cpu_milli: Annotated[int, Field(ge=0)] | None = None
     memory_mib: Annotated[int, Field(ge=0)] | None = None
     max_pods: Annotated[int, Field(ge=1)] = 110
+    extended_resources: ExtendedResources
     levels: dict[str, str | LevelPattern] = Field(default_factory=dict)
     clique_every: Annotated[int, Field(ge=1)] | None = None
     clique_format: str = "clique-{n}"
     labels: dict[str, str] = Field(default_factory=dict)
     state: NodeStateSpec = NodeStateSpec()
+
+    _ext = field_validator("extended_resources")(check_extended_resources)
 
     @model_validator(mode="after")
     def _check(self) -> NodeGroupSpec:
@@ -350,13 +380,16 @@ class NodeGroupSpec(_Strict):
 
 
 class NodeTypeSpec(_Strict):
-    """A reusable node template: topology plus CPU and memory."""
+    """A reusable node template: topology plus CPU, memory and extended resources."""
 
     topology: NodeTopologySpec
     cpu_milli: Annotated[int, Field(ge=0)] = 0
     memory_mib: Annotated[int, Field(ge=0)] = 0
+    extended_resources: ExtendedResources
     description: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
+
+    _ext = field_validator("extended_resources")(check_extended_resources)
 
 
 class ClusterSpec(_Strict):
@@ -400,6 +433,7 @@ class ResolvedNode(BaseModel):
     labels: dict[str, str]
     state: NodeStateSpec
     where: str
+    extended_resources: dict[str, int] = Field(default_factory=dict)  # the type's, overridden by the node's
 
 
 def _fmt_loc(loc: tuple[Any, ...]) -> str:

@@ -5,8 +5,8 @@ socket, NIC, node, network domain and NVLink clique, and edges with ``kind`` and
 ``bandwidth_gbps``. It is for building, validating and drawing.
 
 The engine never walks the graph. ``TopologyArrays`` holds what the hot path needs, as
-numpy arrays: per node its GPU count, model, CPU and memory, its domain id at each
-level and its clique; per distinct node type a GPU x GPU matrix of link class, NVLink
+numpy arrays: per node its GPU count, model, CPU, memory and extended resources, its
+domain id at each level and its clique; per distinct node type a GPU x GPU matrix of link class, NVLink
 count, bandwidth and pair weight. ``link_between`` answers "how do these two GPUs talk"
 from the arrays, for any two GPUs in the cluster, without an all-pairs table.
 
@@ -181,6 +181,22 @@ class TopologyArrays:
     unschedulable: np.ndarray  # bool [N]
     version: int = 0
     _extra: dict = field(default_factory=dict, compare=False, repr=False)
+    ext_names: tuple[str, ...] = ()  # extended resources any node offers, sorted
+    ext_alloc: np.ndarray = None  # type: ignore[assignment]  # int64 [N, K]: allocatable of each (0 = none)
+
+    def __post_init__(self) -> None:
+        if self.ext_alloc is None:
+            object.__setattr__(self, "ext_alloc", np.zeros((len(self.node_names), len(self.ext_names)), dtype=np.int64))
+        if self.ext_alloc.shape != (len(self.node_names), len(self.ext_names)):
+            raise ValueError(f"ext_alloc has shape {self.ext_alloc.shape}, expected "
+                             f"{(len(self.node_names), len(self.ext_names))}")
+
+    def ext_index(self, name: str) -> int:
+        """Column of an extended resource in ``ext_alloc``; -1 when no node offers it."""
+        try:
+            return self.ext_names.index(name)
+        except ValueError:
+            return -1
 
     @property
     def n_nodes(self) -> int:
@@ -320,6 +336,11 @@ def build_arrays(cluster: Cluster, version: int = 0) -> TopologyArrays:
                 links = topo.nvswitch.links_per_gpu if topo.nvswitch else 1
                 best = max(best, NVLINK_GBPS_PER_LINK[gen] * links)
         clique_gbps = best if clique_types else 0.0
+    ext_names = tuple(sorted({k for nd in nodes for k in nd.extended_resources}))
+    ext_alloc = np.zeros((n, len(ext_names)), dtype=np.int64)
+    for i, nd in enumerate(nodes):
+        for k, name in enumerate(ext_names):
+            ext_alloc[i, k] = nd.extended_resources.get(name, 0)
     return TopologyArrays(
         node_names=tuple(nd.name for nd in nodes),
         node_index={nd.name: i for i, nd in enumerate(nodes)},
@@ -349,6 +370,8 @@ def build_arrays(cluster: Cluster, version: int = 0) -> TopologyArrays:
         ready=np.array([nd.state.ready for nd in nodes], dtype=bool),
         unschedulable=np.array([nd.state.unschedulable for nd in nodes], dtype=bool),
         version=version,
+        ext_names=ext_names,
+        ext_alloc=ext_alloc,
     )
 
 

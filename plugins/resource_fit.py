@@ -1,4 +1,4 @@
-"""Resource fit: free GPUs (whole or a shared slice), CPU, memory and pod slots."""
+"""Resource fit: free GPUs (whole or a shared slice), CPU, memory, pod slots and extended resources."""
 
 from __future__ import annotations
 
@@ -34,4 +34,16 @@ class ResourceFit(BasePlugin):
         ok = gpu_ok & cpu_ok & mem_ok & pods_ok
         reasons = [(~gpu_ok, gpu_why), (~cpu_ok, "Insufficient cpu"), (~mem_ok, "Insufficient memory"),
                    (~pods_ok, "Too many pods")]
+        for name, amount in shape.extended:
+            ext_ok = fits_extended(snap, name, amount)
+            ok = ok & ext_ok
+            reasons.append((~ext_ok, f"Insufficient {name}"))
         return FilterResult(ok, [(m, w) for m, w in reasons if w])
+
+
+def fits_extended(snap: Snapshot, name: str, amount: int) -> np.ndarray:
+    """Nodes with ``amount`` of extended resource ``name`` free (none where no node offers it)."""
+    k = snap.arrays.ext_index(name)
+    if k < 0:
+        return np.zeros(snap.n_nodes, dtype=bool)
+    return snap.free_ext[:, k] >= amount

@@ -11,6 +11,7 @@ Fed with plain API dicts (what the reflectors list and watch); owned by one thre
   ``BoundPod`` records, observed into the ledger with ``force`` (the API server is the
   truth). Their GPUs come from our assignment annotation; a GPU pod placed by someone else
   gets the lowest free GPUs of its node, and moves if an annotated pod later claims them.
+  Their extended resources (``rdma/ib``, hugepages, ...) are taken on their node too.
 - **Pending pods** whose ``schedulerName`` is ours are kept as raw dicts for the loop.
 - **Assumed** placements (binding in flight) are in the ledger as ASSUMED until the watch
   shows the pod bound (``confirm``) or the bind fails (``forget``).
@@ -69,6 +70,7 @@ class BoundPod:
     gang: str | None
     owner: str | None
     resource_version: str = ""
+    extended: tuple[tuple[str, int], ...] = ()  # extended resources by name, sorted
 
 
 @dataclass(frozen=True)
@@ -92,16 +94,20 @@ def _node_fingerprint(obj: Mapping[str, Any]) -> str:
                        spec.get("unschedulable"), spec.get("taints"), ready], sort_keys=True, default=str)
 
 
-def _lenient_usage(pod: Mapping[str, Any]) -> tuple[int, int, int]:
-    """cpu milli, MiB and GPUs summed over app containers, skipping what cannot be read (pods others placed)."""
+def _lenient_usage(pod: Mapping[str, Any]) -> tuple[int, int, int, dict[str, int]]:
+    """cpu milli, MiB, GPUs and extended resources summed over app containers, skipping what
+    cannot be read (pods others placed)."""
     cpu = mem = Decimal(0)
     gpus = 0
+    ext: dict[str, int] = {}
     for c in (pod.get("spec") or {}).get("containers") or []:
         res = (c.get("resources") or {}) if isinstance(c, Mapping) else {}
         req, lim = res.get("requests") or {}, res.get("limits") or {}
-        for name in ("cpu", "memory", GPU_RESOURCE):
+        if not isinstance(req, Mapping) or not isinstance(lim, Mapping):
+            continue
+        for name in {*req, *lim}:
             text = req.get(name, lim.get(name))
-            if text is None:
+            if text is None or not isinstance(name, str) or name in ("pods", "ephemeral-storage"):
                 continue
             try:
                 value = parse_quantity(text)
@@ -111,9 +117,17 @@ def _lenient_usage(pod: Mapping[str, Any]) -> tuple[int, int, int]:
                 cpu += value
             elif name == "memory":
                 mem += value
-            else:
+            elif name == GPU_RESOURCE:
                 gpus += int(value)
-    return int(cpu * 1000), int(mem / (1024 * 1024)), gpus
+            elif value > 0:
+                ext[name] = ext.get(name, 0) + int(value)
+    return int(cpu * 1000), int(mem / (1024 * 1024)), gpus, ext
+
+
+def _extended_of(requests: Mapping[str, Decimal]) -> dict[str, int]:
+    """The extended resources among effective requests (whole units; a fraction rounds down)."""
+    skip = ("cpu", "memory", GPU_RESOURCE, "pods", "ephemeral-storage")
+    return {k: int(v) for k, v in requests.items() if k not in skip and int(v) > 0}
 
 
 def bound_pod(pod: Mapping[str, Any]) -> tuple[BoundPod, str | None]:
@@ -124,6 +138,7 @@ def bound_pod(pod: Mapping[str, Any]) -> tuple[BoundPod, str | None]:
     try:
         res = workloads.pod_resources(pod)
         cpu, mem, gpus, milli = res.cpu_milli, res.memory_mib, res.gpus, res.gpu_milli
+        ext = dict(res.extended)
     except workloads.WorkloadError:
         # a pod someone else placed may use constraints we do not model: count what it takes
         try:
@@ -131,8 +146,9 @@ def bound_pod(pod: Mapping[str, Any]) -> tuple[BoundPod, str | None]:
             cpu = int(req.get("cpu", Decimal(0)) * 1000)
             mem = int(req.get("memory", Decimal(0)) / (1024 * 1024))
             gpus = int(req.get(GPU_RESOURCE, Decimal(0)))
+            ext = _extended_of(req)
         except workloads.WorkloadError:
-            cpu, mem, gpus = _lenient_usage(pod)
+            cpu, mem, gpus, ext = _lenient_usage(pod)
         milli = GPU_MILLI
     assigned = None
     try:
@@ -153,7 +169,8 @@ def bound_pod(pod: Mapping[str, Any]) -> tuple[BoundPod, str | None]:
     if owner is not None and owner.split("/")[1] not in REPLICA_KINDS:
         owner = None
     rec = BoundPod(key, meta.get("uid") or "", (pod.get("spec") or {}).get("nodeName") or "", cpu, mem, gpus, milli,
-                   assigned, group.key if group else None, owner, str(meta.get("resourceVersion") or ""))
+                   assigned, group.key if group else None, owner, str(meta.get("resourceVersion") or ""),
+                   tuple(sorted(ext.items())))
     return rec, problem
 
 
@@ -261,8 +278,8 @@ class ClusterCache:
             else:
                 self.bad_annotations.pop(key, None)
             if old is not None and old.uid == uid and old.node == node and old.assigned == rec.assigned \
-                    and (old.cpu_milli, old.memory_mib, old.gpus, old.gpu_milli) == \
-                    (rec.cpu_milli, rec.memory_mib, rec.gpus, rec.gpu_milli):
+                    and (old.cpu_milli, old.memory_mib, old.gpus, old.gpu_milli, old.extended) == \
+                    (rec.cpu_milli, rec.memory_mib, rec.gpus, rec.gpu_milli, rec.extended):
                 self.bound[key] = rec  # nothing the ledger cares about changed
                 return "bound"
             if old is not None:
@@ -307,7 +324,8 @@ class ClusterCache:
         return freed
 
     def _confirm(self, key: str, a: Allocation, node: str, uid: str, rv: str) -> None:
-        rec = BoundPod(key, uid, node, a.cpu_milli, a.memory_mib, len(a.gpus), a.gpu_milli, a.gpus, a.gang, a.owner, rv)
+        rec = BoundPod(key, uid, node, a.cpu_milli, a.memory_mib, len(a.gpus), a.gpu_milli, a.gpus, a.gang, a.owner, rv,
+                       a.extended)
         self.bound[key] = rec
         self.by_node.setdefault(node, set()).add(key)
         self.bad_annotations.pop(key, None)
@@ -401,7 +419,8 @@ class ClusterCache:
             if idx is None:
                 self._drop_assumed(key)
                 continue
-            a = Allocation(key, idx, old.gpus, old.gpu_milli, old.cpu_milli, old.memory_mib, old.gang, old.owner)
+            a = Allocation(key, idx, old.gpus, old.gpu_milli, old.cpu_milli, old.memory_mib, old.gang, old.owner,
+                           old.extended)
             self.assumed[key] = a
             if key not in self.ledger and self._fits(a):  # else the watch will tell where it went
                 self.ledger.assume(a)
@@ -409,8 +428,11 @@ class ClusterCache:
 
     def _fits(self, a: Allocation) -> bool:
         assert self.ledger is not None
-        free = self.ledger.live.gpu_free
-        return all(0 <= g < free.shape[1] and free[a.node, g] >= a.gpu_milli for g in a.gpus)
+        live = self.ledger.live
+        free = live.gpu_free
+        names = live.arrays.ext_names
+        return all(0 <= g < free.shape[1] and free[a.node, g] >= a.gpu_milli for g in a.gpus) and all(
+            name in names and live.free_ext[a.node, names.index(name)] >= amount for name, amount in a.extended)
 
     def _observe(self, rec: BoundPod) -> None:
         """Account a bound pod in the ledger (a no-op until the topology knows its node)."""
@@ -431,7 +453,7 @@ class ClusterCache:
         if gpus is None and rec.gpus:
             gpus = self._guess_gpus(idx, rec.gpus, rec.gpu_milli)
         self.ledger.observe(Allocation(rec.key, idx, tuple(gpus or ()), rec.gpu_milli, rec.cpu_milli, rec.memory_mib,
-                                       rec.gang, rec.owner), force=True)
+                                       rec.gang, rec.owner, rec.extended), force=True)
         self._drop_assumed(rec.key)
         for other in moved:  # re-place the displaced guesses around the recorded GPUs
             self._observe(self.bound[other])
@@ -464,7 +486,8 @@ class ClusterCache:
     def assume(self, key: str, p: Placement, gang: str | None = None) -> Allocation:
         """Record a decided placement before binding."""
         assert self.ledger is not None
-        a = Allocation(key, p.node_index, tuple(p.gpus), p.gpu_milli, p.cpu_milli, p.memory_mib, gang, p.owner)
+        a = Allocation(key, p.node_index, tuple(p.gpus), p.gpu_milli, p.cpu_milli, p.memory_mib, gang, p.owner,
+                       p.extended)
         self.ledger.assume(a)
         self.assumed[key] = a
         self._assumed_nodes[key] = p.node

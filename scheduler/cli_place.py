@@ -85,7 +85,8 @@ def render_table(decision: Decision) -> str:
         for p in o.placements:
             gpus = ",".join(map(str, p.gpus)) or "-"
             share = f" ({p.gpu_milli}m)" if p.gpu_milli < 1000 and p.gpus else ""
-            lines.append(f"  {p.pod:<{width}}  {p.node:<16} GPUs {gpus}{share}")
+            ext = "".join(f", {name} {amount}" for name, amount in p.extended)
+            lines.append(f"  {p.pod:<{width}}  {p.node:<16} GPUs {gpus}{share}{ext}")
     return "\n".join(lines)
 
 

@@ -148,7 +148,8 @@ def place(
             raise TypeError(f"not a request: {type(req).__name__}")
         if out.placed:
             for p in out.placements:
-                snap.apply(p.node_index, p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib, owner=p.owner)
+                snap.apply(p.node_index, p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib, owner=p.owner,
+                           extended=p.extended)
         outcomes.append(out)
     return Decision(outcomes)
 
@@ -162,7 +163,7 @@ def _place_pod_request(engine: Engine, snap: Snapshot, req: PodRequest, ctx: Con
         return RequestOutcome(req.name, "pod", [], SolverReport(SolverStatus.INFEASIBLE, time_s=dt), reason)
     node, gpus, score = choice
     p = Placement(req.name, snap.arrays.node_names[node], node, gpus, shape.gpu_milli, shape.cpu_milli,
-                  shape.memory_mib, owner=req.owner)
+                  shape.memory_mib, owner=req.owner, extended=shape.extended)
     return RequestOutcome(req.name, "pod", [p], SolverReport(SolverStatus.GREEDY, time_s=dt, objective={"score": score}))
 
 
@@ -179,8 +180,9 @@ def _place_replica_set(engine: Engine, snap: Snapshot, req: ReplicaSetRequest, c
             return RequestOutcome(req.owner, "replica_set", [], SolverReport(SolverStatus.INFEASIBLE, time_s=dt), why)
         node, gpus, _ = choice
         p = Placement(f"{req.owner}-{i}", work.arrays.node_names[node], node, gpus, shape.gpu_milli,
-                      shape.cpu_milli, shape.memory_mib, owner=req.owner)
-        work.apply(node, gpus, shape.gpu_milli, shape.cpu_milli, shape.memory_mib, owner=req.owner)
+                      shape.cpu_milli, shape.memory_mib, owner=req.owner, extended=shape.extended)
+        work.apply(node, gpus, shape.gpu_milli, shape.cpu_milli, shape.memory_mib, owner=req.owner,
+                   extended=shape.extended)
         placements.append(p)
     return RequestOutcome(req.owner, "replica_set", placements,
                           SolverReport(SolverStatus.GREEDY, time_s=time.perf_counter() - t0))

@@ -216,7 +216,7 @@ class _Lost:
     key: str
     node: str
     gpus: tuple[int, ...]
-    shape: tuple[int, int, int, int]  # GPUs, GPU milli, CPU milli, MiB
+    shape: tuple  # GPUs, GPU milli, CPU milli, MiB, extended resources (see _shape)
 
 
 @dataclass
@@ -226,8 +226,9 @@ class _Repair:
     lost: list[_Lost] = field(default_factory=list)
 
 
-def _shape(gpus: int, milli: int, cpu: int, mem: int) -> tuple[int, int, int, int]:
-    return (gpus, milli if gpus else GPU_MILLI, cpu, mem)
+def _shape(gpus: int, milli: int, cpu: int, mem: int,
+           extended: tuple[tuple[str, int], ...] = ()) -> tuple[int, int, int, int, tuple[tuple[str, int], ...]]:
+    return (gpus, milli if gpus else GPU_MILLI, cpu, mem, tuple(sorted(extended)))
 
 
 class FailureHandler:
@@ -298,7 +299,7 @@ class FailureHandler:
                 gpus = a.gpus if a is not None else (rec.assigned or ())
                 rep.nodes.add(rec.node)
                 rep.lost.append(_Lost(key, rec.node, tuple(gpus), _shape(rec.gpus, rec.gpu_milli, rec.cpu_milli,
-                                                                          rec.memory_mib)))
+                                                                          rec.memory_mib, rec.extended)))
         for key in lost.keys:
             rec = cache.bound[key]
             why = self.failed[rec.node].reason
@@ -402,12 +403,12 @@ def _full_request(req: GangRequest, survivors: list[Any], lost: list[_Lost],
     kept: list[tuple[int, Any]] = []
     for a in survivors:
         gpus = len(a.gpus) if a.gpu_milli >= GPU_MILLI else (1 if a.gpus else 0)
-        shape = _shape(gpus, a.gpu_milli, a.cpu_milli, a.memory_mib)
-        idx = next((i for i, r in enumerate(roles) if _shape(r.gpus, r.gpu_milli, r.cpu_milli, r.memory_mib) == shape),
-                   None)
+        shape = _shape(gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, a.extended)
+        idx = next((i for i, r in enumerate(roles)
+                    if _shape(r.gpus, r.gpu_milli, r.cpu_milli, r.memory_mib, tuple(r.extended.items())) == shape), None)
         if idx is None:
             roles.append(GangRole(name=f"survivor-{len(roles)}", count=1, gpus=gpus, gpu_milli=shape[1],
-                                  cpu_milli=a.cpu_milli, memory_mib=a.memory_mib))
+                                  cpu_milli=a.cpu_milli, memory_mib=a.memory_mib, extended=dict(a.extended)))
             counts.append(0)
             idx = len(roles) - 1
         kept.append((idx, a))
@@ -420,17 +421,19 @@ def _full_request(req: GangRequest, survivors: list[Any], lost: list[_Lost],
     for idx, a in kept:
         role = new_roles[idx]
         places.append(Placement(f"{req.name}/{role.name}-{nxt[idx]}", arrays.node_names[a.node], a.node, a.gpus,
-                                a.gpu_milli, a.cpu_milli, a.memory_mib, gang=req.name, role=role.name))
+                                a.gpu_milli, a.cpu_milli, a.memory_mib, gang=req.name, role=role.name,
+                                extended=a.extended))
         nxt[idx] += 1
     pool = list(lost)
     old = []
     for member, role in req.member_names():
-        shape = _shape(role.gpus, role.gpu_milli, role.cpu_milli, role.memory_mib)
+        shape = _shape(role.gpus, role.gpu_milli, role.cpu_milli, role.memory_mib, tuple(role.extended.items()))
         hit = next((x for x in pool if x.shape == shape), None)
         if hit is not None:
             pool.remove(hit)
             old.append(Placement(member, hit.node, arrays.node_index.get(hit.node, -1), hit.gpus, role.gpu_milli,
-                                 role.cpu_milli, role.memory_mib, gang=req.name, role=role.name))
+                                 role.cpu_milli, role.memory_mib, gang=req.name, role=role.name,
+                                 extended=tuple(sorted(role.extended.items()))))
     return full, places, old
 
 

@@ -5,7 +5,8 @@ Phases:
 1. **Filters** per role (member shape): the engine's filter plugins over all nodes at
    once; rejected nodes are charged to the first reason (kube-scheduler sums).
 2. **Capacity** per node and role: members that fit alone (whole free GPUs // GPUs,
-   shared-GPU slices, CPU, memory, pod slots); with ``rail_aligned`` the primary role
+   shared-GPU slices, CPU, memory, pod slots, and one column per extended resource any
+   role asks for); with ``rail_aligned`` the primary role
    uses fixed per-slot GPU sets and a node holds as many members as leading slots are free.
 3. **Costs** per node and role: link cost of the GPU sets ``choose_gpus`` would cut
    (cached per node type, free mask and count); fragmentation (free whole GPUs of the
@@ -27,6 +28,7 @@ from models.topology import NodeTypeArrays
 from plugins.base import Context
 from scheduler import gpuset
 from scheduler.gang_model import (
+    BASE_COLUMNS,
     BIG,
     CPU,
     LINK_SCALE,
@@ -50,8 +52,8 @@ class GangBase:
     shapes: tuple[PodShape, ...]
     order: tuple[int, ...]
     cap: np.ndarray  # [N, R]
-    free: np.ndarray  # [N, 5]
-    need: np.ndarray  # [R, 5]
+    free: np.ndarray  # [N, C]: BASE_COLUMNS, then one per name of ``ext_names``
+    need: np.ndarray  # [R, C]
     counts: dict[str, int]  # primary role's filter reasons
     role_counts: list[dict[str, int]]
     fit_nodes: int
@@ -60,6 +62,7 @@ class GangBase:
     ok: list[np.ndarray]  # per role: nodes its filters accept
     has_clique: bool
     cache: dict[str, Any] = field(default_factory=dict)
+    ext_names: tuple[str, ...] = ()  # extended resources some role asks for (columns BASE_COLUMNS..)
 
 
 def level_index(a: Any, has_clique: bool, name: str) -> int | None:
@@ -97,14 +100,20 @@ def gang_base(engine: Any, snap: Snapshot, req: GangRequest, ctx: Context, has_c
     n, nr = snap.n_nodes, len(shapes)
     gf = snap.gpu_free
     full_free = (gf == GPU_MILLI).sum(axis=1).astype(np.int64)
-    free = np.zeros((n, 5), dtype=np.int64)
+    ext_names = tuple(sorted({name for s in shapes for name, _ in s.extended}))
+    cols = BASE_COLUMNS + len(ext_names)
+    free = np.zeros((n, cols), dtype=np.int64)
     free[:, WHOLE] = full_free
     free[:, MILLI] = np.where(gf > 0, gf, 0).sum(axis=1)
     free[:, CPU] = snap.free_cpu
     free[:, MEM] = snap.free_mem
     free[:, PODS] = snap.free_pods
+    for j, name in enumerate(ext_names):
+        k = snap.arrays.ext_index(name)
+        if k >= 0:  # a resource no node offers stays 0 everywhere
+            free[:, BASE_COLUMNS + j] = snap.free_ext[:, k]
     free = np.maximum(free, 0)
-    need = np.zeros((nr, 5), dtype=np.int64)
+    need = np.zeros((nr, cols), dtype=np.int64)
     cap = np.zeros((n, nr), dtype=np.int64)
     role_counts: list[dict[str, int]] = []
     oks = []
@@ -115,13 +124,15 @@ def gang_base(engine: Any, snap: Snapshot, req: GangRequest, ctx: Context, has_c
             need[r, WHOLE] = s.gpus
             need[r, MILLI] = s.gpus * GPU_MILLI
         need[r, CPU], need[r, MEM], need[r, PODS] = s.cpu_milli, s.memory_mib, 1
+        for name, amount in s.extended:
+            need[r, BASE_COLUMNS + ext_names.index(name)] = amount
         ok, counts = filter_counts(engine, snap, s, ctx)
         oks.append(ok)
         role_counts.append(counts)
         c = np.full(n, BIG, dtype=np.int64)
         if s.is_shared:
             c = np.minimum(c, (np.where(gf > 0, gf, 0) // s.gpu_milli).sum(axis=1))
-        for col in (WHOLE, CPU, MEM, PODS):
+        for col in (WHOLE, CPU, MEM, PODS, *range(BASE_COLUMNS, cols)):
             if need[r, col] > 0:
                 c = np.minimum(c, np.maximum(free[:, col], 0) // need[r, col])
         c[~ok] = 0
@@ -133,7 +144,7 @@ def gang_base(engine: Any, snap: Snapshot, req: GangRequest, ctx: Context, has_c
         if rail is not None:
             cap[:, p] = np.minimum(cap[:, p], _slot_prefix(snap, rail))
     return GangBase(shapes, order, cap, free, need, role_counts[p], role_counts, int((cap[:, p] > 0).sum()), rail,
-                 full_free, oks, has_clique)
+                    full_free, oks, has_clique, ext_names=ext_names)
 
 
 def _full_bits(snap: Snapshot, nodes: np.ndarray) -> np.ndarray:
@@ -326,7 +337,7 @@ def _make(snap: Snapshot, req: GangRequest, base: GangBase, nodes: np.ndarray, c
         need=base.need, link=_link_costs(snap, base, nodes), frag=frag, levels=tuple(levels),
         required=required, balance=balance, slice_level=slice_level, unit=unit, comp=comp,
         unit_type=unit_type.reshape(-1).astype(np.int64), types=types, min_units=min_units,
-        rail_slots=base.rail_slots, elastic=min_units < len(comp),
+        rail_slots=base.rail_slots, elastic=min_units < len(comp), ext_names=base.ext_names,
     )
 
 

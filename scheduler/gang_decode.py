@@ -62,7 +62,8 @@ def to_placements(prob: GangProblem, snap: Snapshot, a: Assignment) -> list[Plac
         for i, r, gpus in got:
             s = prob.shapes[r]
             out.append((i, Placement(members[i][0], snap.arrays.node_names[node], node, gpus, s.gpu_milli,
-                                     s.cpu_milli, s.memory_mib, gang=req.name, role=req.roles[r].name)))
+                                     s.cpu_milli, s.memory_mib, gang=req.name, role=req.roles[r].name,
+                                     extended=s.extended)))
     out.sort(key=lambda x: x[0])
     places = [p for _, p in out]
     return places if not check(prob, snap, places, a) else None
@@ -117,21 +118,26 @@ def check(prob: GangProblem, snap: Snapshot, places: list[Placement], a: Assignm
     bad = []
     req = prob.req
     gf = {}
+    ext_names = snap.arrays.ext_names
     for p in places:
         n = p.node_index
         if n not in gf:
             gf[n] = [snap.gpu_free[n].astype(np.int64).copy(), int(snap.free_cpu[n]), int(snap.free_mem[n]),
-                     int(snap.free_pods[n])]
+                     int(snap.free_pods[n]), {}]
         st = gf[n]
         for g in p.gpus:
             st[0][g] -= p.gpu_milli
         st[1] -= p.cpu_milli
         st[2] -= p.memory_mib
         st[3] -= 1
-    for n, (g, cpu, mem, pods) in gf.items():
+        for name, amount in p.extended:  # a resource no node offers has 0 free
+            k = ext_names.index(name) if name in ext_names else -1
+            st[4][name] = st[4].get(name, int(snap.free_ext[n, k]) if k >= 0 else 0) - amount
+    for n, (g, cpu, mem, pods, ext) in gf.items():
         present = np.arange(len(g)) < int(snap.arrays.gpu_count[n])
         if (g[present] < 0).any() or (cpu < 0 and any(p.cpu_milli for p in places if p.node_index == n)) \
-                or (mem < 0 and any(p.memory_mib for p in places if p.node_index == n)) or pods < 0:
+                or (mem < 0 and any(p.memory_mib for p in places if p.node_index == n)) or pods < 0 \
+                or any(v < 0 for v in ext.values()):
             bad.append(f"over capacity on {snap.arrays.node_names[n]}")
     if len({p.pod for p in places}) != len(places):
         bad.append("a member placed twice")

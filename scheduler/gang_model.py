@@ -20,8 +20,9 @@ from scheduler.snapshot import PodShape
 
 BIG = 1 << 30  # "unbounded" per-node capacity (a role that asks for none of a resource)
 LINK_SCALE = 100  # per-member link cost: 0 (best possible set) .. 100 (no link quality)
-# resource columns of GangProblem.free / .need
+# resource columns of GangProblem.free / .need; one more per extended resource the gang asks for
 WHOLE, MILLI, CPU, MEM, PODS = range(5)
+BASE_COLUMNS = 5
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,8 @@ class GangProblem:
     order: tuple[int, ...]  # role indices, heaviest first; order[0] is the primary role
     nodes: np.ndarray  # int64 [M]: cluster node index of each candidate
     cap: np.ndarray  # int64 [M, R]: members of role r that fit on the node alone
-    free: np.ndarray  # int64 [M, 5]: whole GPUs, GPU milli, CPU milli, MiB, pod slots
-    need: np.ndarray  # int64 [R, 5]: what one member of role r takes of each
+    free: np.ndarray  # int64 [M, C]: whole GPUs, GPU milli, CPU milli, MiB, pod slots, then ``ext_names``
+    need: np.ndarray  # int64 [R, C]: what one member of role r takes of each
     link: np.ndarray  # int64 [M, R]: link cost per member of role r on the node
     frag: np.ndarray  # int64 [M]: free whole GPUs on the node plus in each domain it belongs to
     levels: tuple[Level, ...]
@@ -63,6 +64,7 @@ class GangProblem:
     elastic: bool = False
     # per objective term, per domain id of the required level: a lower bound when the gang is in that domain
     domain_lbs: dict[str, dict[int, int]] | None = None
+    ext_names: tuple[str, ...] = ()  # extended resources of columns BASE_COLUMNS.. of free / need
 
     @property
     def n_roles(self) -> int:
@@ -100,7 +102,7 @@ class GangProblem:
         if self.n_roles == 1:
             return np.maximum(out, 0)  # one role: capacity already accounts for every resource
         used = counts[pos] @ self.need
-        for c in range(5):
+        for c in range(self.need.shape[1]):
             n = int(self.need[r, c])
             if n > 0:
                 out = np.minimum(out, (self.free[pos, c] - used[:, c]) // n)

@@ -1,4 +1,4 @@
-"""Allocation ledger: who holds which GPUs, CPU and memory, at GPU granularity.
+"""Allocation ledger: who holds which GPUs, CPU, memory and extended resources, at GPU granularity.
 
 It follows kube-scheduler's cache lifecycle::
 
@@ -64,6 +64,7 @@ class Allocation:
     memory_mib: int
     gang: str | None = None
     owner: str | None = None
+    extended: tuple[tuple[str, int], ...] = ()  # extended resources by name, sorted
 
 
 class Ledger:
@@ -126,13 +127,20 @@ class Ledger:
                 )
         if len(set(a.gpus)) != len(a.gpus):
             raise LedgerError(f"ledger: {a.key}: GPU listed twice {a.gpus}")
+        for name, amount in a.extended:
+            k = self.arrays.ext_index(name)
+            free = int(snap.free_ext[a.node, k]) if k >= 0 else 0
+            if amount > free:
+                raise LedgerError(f"ledger: {a.key}: {self.arrays.node_names[a.node]} has {free} {name} free, "
+                                  f"needs {amount}")
 
     def assume(self, a: Allocation) -> None:
         """Record a placement before binding; refuses one that would over-commit a GPU."""
         self._step(a.key, "assume")
         self._check_fits(a)
         self._allocs[a.key] = (a, AllocState.ASSUMED)
-        self._live.apply(a.node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, owner=a.owner)
+        self._live.apply(a.node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, owner=a.owner,
+                         extended=a.extended)
 
     def confirm(self, key: str) -> None:
         nxt = self._step(key, "confirm")
@@ -153,7 +161,8 @@ class Ledger:
         if not force:
             self._check_fits(a)
         self._allocs[a.key] = (a, AllocState.BOUND)
-        self._live.apply(a.node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, owner=a.owner)
+        self._live.apply(a.node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, owner=a.owner,
+                         extended=a.extended)
 
     def forget(self, key: str) -> None:
         self._step(key, "forget")
@@ -165,7 +174,8 @@ class Ledger:
 
     def _remove(self, key: str) -> None:
         a, _ = self._allocs.pop(key)
-        self._live.apply(a.node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, sign=-1, owner=a.owner)
+        self._live.apply(a.node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, sign=-1, owner=a.owner,
+                         extended=a.extended)
 
     def set_failed(self, node: int, failed: bool) -> None:
         """Mark a node failed (its GPUs leave the free pool) or recovered."""
@@ -177,11 +187,11 @@ class Ledger:
         fresh = Snapshot.empty(self.arrays)
         owners: dict[str, list[int]] = {}
         for a, _ in self._allocs.values():
-            fresh.apply(a.node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib)
+            fresh.apply(a.node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, extended=a.extended)
             if a.owner is not None:
                 owners.setdefault(a.owner, []).append(a.node)
         live = self._live
-        for name in ("free_cpu", "free_mem", "free_pods", "gpu_free"):
+        for name in ("free_cpu", "free_mem", "free_pods", "gpu_free", "free_ext"):
             if not np.array_equal(getattr(fresh, name), getattr(live, name)):
                 raise LedgerError(f"ledger: {name} drifted from the allocations")
         present = live.gpu_free != NO_GPU
@@ -191,6 +201,10 @@ class Ledger:
             raise LedgerError(
                 f"ledger: GPU {g} of {self.arrays.node_names[n]} has {live.gpu_free[n, g]}m free (over-committed)"
             )
+        if (live.free_ext < 0).any():
+            n, k = np.argwhere(live.free_ext < 0)[0]
+            raise LedgerError(f"ledger: {self.arrays.ext_names[k]} of {self.arrays.node_names[n]} is over-committed "
+                              f"({-int(live.free_ext[n, k])} more taken than it has)")
         for owner, nodes in owners.items():
             if sorted(live.owner_nodes.get(owner, [])) != sorted(nodes):
                 raise LedgerError(f"ledger: owner {owner} node list drifted")
@@ -219,7 +233,7 @@ def load_state(ledger: Ledger, state: StateFile, source: str) -> None:
                             path=f"{where}.gpus", value=list(a.gpus))
         try:
             ledger.observe(Allocation(a.pod, node, tuple(a.gpus), a.gpu_milli, a.cpu_milli, a.memory_mib,
-                                      gang=a.gang, owner=a.owner))
+                                      gang=a.gang, owner=a.owner, extended=tuple(sorted(a.extended.items()))))
         except LedgerError as exc:
             raise SpecError(f"does not fit what is already allocated: {exc}", source=source, path=where) from None
     for i, name in enumerate(state.failed_nodes):

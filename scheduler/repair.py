@@ -91,8 +91,8 @@ def repair_gang(engine: Any, snap: Snapshot, gang: GangRequest, survivors: list[
             return _infeasible(gang, t0, f"{head}: member {member} ({shape.describe()}): {reason}")
         node, gpus = got
         p = Placement(member, a.node_names[node], node, gpus, shape.gpu_milli, shape.cpu_milli, shape.memory_mib,
-                      gang=gang.name, role=role.name)
-        work.apply(node, gpus, shape.gpu_milli, shape.cpu_milli, shape.memory_mib)
+                      gang=gang.name, role=role.name, extended=shape.extended)
+        work.apply(node, gpus, shape.gpu_milli, shape.cpu_milli, shape.memory_mib, extended=shape.extended)
         kept.append(p)
         out.append(p)
     bad = _check(a, gang, kept)
@@ -134,7 +134,8 @@ def plan_repair(engine: Any, snap: Snapshot, gang: GangRequest, survivors: list[
         return RepairPlan("repair", res)
     freed = snap.copy()
     for p in survivors:
-        freed.apply(p.node_index, p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib, sign=-1, owner=p.owner)
+        freed.apply(p.node_index, p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib, sign=-1, owner=p.owner,
+                    extended=p.extended)
     whole = place_gang(engine, freed, gang, ctx)
     if whole.placed:
         return RepairPlan("replace", whole, res.reason)

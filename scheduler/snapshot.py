@@ -3,11 +3,12 @@
 Static facts (topology, capacity) live in ``TopologyArrays``; what changes lives here in
 dense arrays indexed by node (Kueue's split): free CPU milli, free memory MiB, free pod
 slots, free milli-GPU of every GPU (``-1`` where a node has fewer GPUs than the widest
-node), and node health. ``PodShape`` is the hot-path form of one pod's request.
+node), free extended resources (columns ``arrays.ext_names``), and node health. ``PodShape`` is the hot-path form of one pod's request.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,7 @@ class PodShape:
     tolerations: tuple[Toleration, ...] = ()
     owner: str | None = None
     spread_level: str | None = None
+    extended: tuple[tuple[str, int], ...] = ()  # extended resources by name, sorted
 
     @property
     def is_shared(self) -> bool:
@@ -46,6 +48,7 @@ class PodShape:
             cpu_milli=r.cpu_milli, memory_mib=r.memory_mib, gpus=r.gpus, gpu_milli=r.gpu_milli,
             gpu_models=tuple(r.gpu_models), node_selector=tuple(sorted(r.node_selector.items())),
             tolerations=tuple(r.tolerations), owner=owner, spread_level=spread_level,
+            extended=tuple(sorted(r.extended.items())),
         )
 
     def describe(self) -> str:
@@ -56,6 +59,7 @@ class PodShape:
             parts.append(f"{self.cpu_milli}m CPU")
         if self.memory_mib:
             parts.append(f"{self.memory_mib} MiB")
+        parts += [f"{amount} {name}" for name, amount in self.extended]
         return ", ".join(parts) or "nothing"
 
 
@@ -73,7 +77,12 @@ class Snapshot:
     # int32 [N, G+1]: resident GPU pods per kind (column 0: shared-GPU pods, column k: pods
     # holding k whole GPUs); None when the caller does not track it
     gpu_pods: np.ndarray | None = None
+    free_ext: np.ndarray = None  # type: ignore[assignment]  # int64 [N, K]: free extended resources
     _cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.free_ext is None:
+            self.free_ext = self.arrays.ext_alloc.astype(np.int64).copy()
 
     @classmethod
     def empty(cls, arrays: TopologyArrays) -> Snapshot:
@@ -90,6 +99,7 @@ class Snapshot:
             gpu_free=gpu_free,
             failed=np.zeros(n, dtype=bool),
             gpu_pods=np.zeros((n, g + 1), dtype=np.int32),
+            free_ext=arrays.ext_alloc.astype(np.int64).copy(),
         )
 
     def copy(self) -> Snapshot:
@@ -102,6 +112,7 @@ class Snapshot:
             failed=self.failed.copy(),
             owner_nodes={k: list(v) for k, v in self.owner_nodes.items()},
             gpu_pods=None if self.gpu_pods is None else self.gpu_pods.copy(),
+            free_ext=self.free_ext.copy(),
         )
 
     @property
@@ -125,9 +136,17 @@ class Snapshot:
         return np.where(self.gpu_free > 0, self.gpu_free, 0).sum(axis=1, dtype=np.int64)
 
     def apply(self, node: int, gpus: tuple[int, ...], gpu_milli: int, cpu_milli: int, memory_mib: int,
-              sign: int = 1, owner: str | None = None) -> None:
-        """Take (sign=1) or give back (sign=-1) one pod's resources on ``node``."""
+              sign: int = 1, owner: str | None = None, extended: Iterable[tuple[str, int]] = ()) -> None:
+        """Take (sign=1) or give back (sign=-1) one pod's resources on ``node``.
+
+        ``extended``: (name, amount) pairs; a name no node offers changes nothing (either sign).
+        """
         self.free_cpu[node] -= sign * cpu_milli
+        if extended:
+            names = self.arrays.ext_names
+            for name, amount in extended:
+                if name in names:
+                    self.free_ext[node, names.index(name)] -= sign * amount
         self.free_mem[node] -= sign * memory_mib
         self.free_pods[node] -= sign
         for g in gpus:

@@ -229,7 +229,7 @@ def run_fillup(arrays: TopologyArrays, pods: Sequence[PodRow], policy: str, seed
                 tally[1] += pod.gpu_milli_total
             else:
                 node, gpus, _ = choice
-                snap.apply(node, gpus, shape.gpu_milli, shape.cpu_milli, shape.memory_mib)
+                snap.apply(node, gpus, shape.gpu_milli, shape.cpu_milli, shape.memory_mib, extended=shape.extended)
                 state["used"] += pod.gpu_milli_total
                 res.node[i] = node
             record(i, res.node[i])

@@ -207,7 +207,7 @@ class TimeSim:
 
     def _assume(self, p: Placement, gang: str | None = None, owner: str | None = None) -> None:
         self.ledger.assume(Allocation(p.pod, p.node_index, p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib,
-                                      gang=gang, owner=owner))
+                                      gang=gang, owner=owner, extended=p.extended))
         self.ledger.confirm(p.pod)
         self.alloc_gpus += _whole(p)
 

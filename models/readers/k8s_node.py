@@ -5,7 +5,9 @@ with the API's camelCase keys. What is read (see docs/readers.md):
 
 - resources from ``status.allocatable`` (``status.capacity`` when allocatable is absent):
   ``cpu`` -> ``cpu_milli``, ``memory`` -> ``memory_mib``, ``pods`` -> ``max_pods``,
-  ``nvidia.com/gpu`` -> GPU count;
+  ``nvidia.com/gpu`` -> GPU count; every other entry (``rdma/ib``, ``vpc.amazonaws.com/efa``,
+  ``hugepages-2Mi`` in bytes, ...) -> ``extended_resources`` (whole numbers; ``ephemeral-storage``
+  is not placed and left out);
 - GPU model / memory from the GPU Feature Discovery labels ``nvidia.com/gpu.product`` /
   ``nvidia.com/gpu.memory`` (MiB); the NVLink domain from ``nvidia.com/gpu.clique``;
 - intra-node topology from our annotation ``toposched.io/topology``, else N GPUs without NVLink;
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
@@ -26,12 +28,14 @@ from pydantic import ValidationError
 from models.errors import SpecError
 from models.readers.annotation import ANNOTATION_KEY, decode_topology
 from models.spec import (
+    NOT_EXTENDED,
     GpuSpec,
     LevelSpec,
     NodeSpec,
     NodeStateSpec,
     NodeTopologySpec,
     TaintSpec,
+    check_extended_resources,
     spec_error_from_validation,
 )
 
@@ -92,6 +96,7 @@ class NodeResources:
     memory_mib: int | None
     gpus: int
     max_pods: int | None
+    extended: dict[str, int] = field(default_factory=dict)
 
 
 def _get(obj: Mapping[str, Any], *keys: str) -> Any:
@@ -112,7 +117,7 @@ def _where(obj: Mapping[str, Any], source: str | None) -> tuple[str, str]:
 
 
 def node_resources(obj: Mapping[str, Any], *, source: str | None = None) -> NodeResources:
-    """CPU (milli), memory (MiB), GPUs and pods of a Node, from allocatable (else capacity)."""
+    """CPU (milli), memory (MiB), GPUs, pods and extended resources of a Node, from allocatable (else capacity)."""
     _, where = _where(obj, source)
     field = "allocatable"
     res = _get(obj, "status", "allocatable")
@@ -141,11 +146,23 @@ def node_resources(obj: Mapping[str, Any], *, source: str | None = None) -> Node
     pods = whole("pods", q("pods"))
     if pods is not None and pods < 1:
         raise SpecError("must be at least 1", source=where, path=f"status.{field}.pods", value=res["pods"])
+    extended: dict[str, int] = {}
+    for key in sorted((k for k in res if k not in NOT_EXTENDED), key=str):
+        if not isinstance(key, str):
+            raise SpecError("resource names must be strings", source=where, path=f"status.{field}", value=key)
+        amount = whole(key, q(key))
+        assert amount is not None
+        try:
+            check_extended_resources({key: amount})
+        except ValueError as exc:
+            raise SpecError(str(exc), source=where, path=f"status.{field}.{key}") from None
+        extended[key] = amount
     return NodeResources(
         cpu_milli=int((cpu * 1000).to_integral_value(ROUND_FLOOR)) if cpu is not None else None,
         memory_mib=int((mem / _MIB).to_integral_value(ROUND_FLOOR)) if mem is not None else None,
         gpus=gpus,
         max_pods=pods,
+        extended=extended,
     )
 
 
@@ -259,6 +276,8 @@ def node_from_k8s(obj: Mapping[str, Any], levels: Sequence[LevelSpec], *, source
         data["memory_mib"] = res.memory_mib
     if res.max_pods is not None:
         data["max_pods"] = res.max_pods
+    if res.extended:
+        data["extended_resources"] = res.extended
     try:
         return NodeSpec(**data)
     except ValidationError as exc:

@@ -172,6 +172,7 @@ class Hold:
     cpu_milli: int
     memory_mib: int
     expires_s: float
+    extended: tuple[tuple[str, int], ...] = ()
 
 
 class ExtenderHandlers:
@@ -263,11 +264,11 @@ class ExtenderHandlers:
         for slot in self.reservations.held_slots():
             node = index.get(slot.node)
             if node is not None:
-                snap.apply(node, slot.gpus, slot.gpu_milli, slot.cpu_milli, slot.memory_mib)
+                snap.apply(node, slot.gpus, slot.gpu_milli, slot.cpu_milli, slot.memory_mib, extended=slot.extended)
         for uid, h in self._holds.items():
             node = index.get(h.node)
             if uid != skip_uid and node is not None:
-                snap.apply(node, h.gpus, h.gpu_milli, h.cpu_milli, h.memory_mib)
+                snap.apply(node, h.gpus, h.gpu_milli, h.cpu_milli, h.memory_mib, extended=h.extended)
         return snap
 
     def _empty_snapshot(self, snap: Snapshot) -> Snapshot:
@@ -440,7 +441,7 @@ class ExtenderHandlers:
             return outcome.reason or f"gang {ref.key} does not fit"
         pod_of = dict(members_map)
         slots = [Slot(i, p.role or "worker", p.node, p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib,
-                      pod_key=pod_of.get(p.pod)) for i, p in enumerate(outcome.placements)]
+                      pod_key=pod_of.get(p.pod), extended=p.extended) for i, p in enumerate(outcome.placements)]
         # the gang's own timeout (annotation, PodGroup, job), else the configured default
         timeout = policy.timeout_s
         if self.gang_timeout_s is not None and policy.timeout_s == workloads.DEFAULT_GANG_TIMEOUT_S:
@@ -494,7 +495,7 @@ class ExtenderHandlers:
         m = int(on_node[np.argmax(total[on_node])])
         self._holds[work.uid] = Hold(work.key, node_name, tuple(int(g) for g in cand.gpus[m]),
                                      work.shape.gpu_milli, work.shape.cpu_milli, work.shape.memory_mib,
-                                     self.clock() + self.hold_ttl_s)
+                                     self.clock() + self.hold_ttl_s, work.shape.extended)
 
     # --- bind -------------------------------------------------------------------------
 
@@ -566,7 +567,8 @@ class ExtenderHandlers:
                 gpus, milli = tuple(int(g) for g in cand.gpus[m]), work.shape.gpu_milli
         shape = work.shape
         return Placement(work.key, node_name, node, gpus, milli, shape.cpu_milli, shape.memory_mib,
-                         gang=group, role=slot.role if slot is not None else None, owner=shape.owner)
+                         gang=group, role=slot.role if slot is not None else None, owner=shape.owner,
+                         extended=shape.extended)
 
     # --- preempt ----------------------------------------------------------------------
 
@@ -611,7 +613,8 @@ class ExtenderHandlers:
             for pod, a in self.state.pods_on_node(name):
                 uid = _uid(pod)
                 if uid in uids:
-                    snap.apply(node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, sign=-1)
+                    snap.apply(node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, sign=-1,
+                           extended=a.extended)
                 elif a.gpus and _priority(pod) < work.request.priority:
                     mine.append((_priority(pod), len(a.gpus), uid, a))
             mine.sort(key=lambda t: (-t[0], t[1], t[2]))
@@ -623,7 +626,8 @@ class ExtenderHandlers:
                 out[n] = given[n]
         for n in need:
             for _, a in extras[n]:
-                snap.apply(nodes[n], a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, sign=-1)
+                snap.apply(nodes[n], a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, sign=-1,
+                           extended=a.extended)
         fits = self._fits(snap, work.shape, [nodes[n] for n in need])
         need = [n for n in need if fits[nodes[n]]]
         chosen: dict[str, list[str]] = {n: [] for n in need}
@@ -631,12 +635,13 @@ class ExtenderHandlers:
             trying = [n for n in need if k < len(extras[n])]
             for n in trying:
                 a = extras[n][k][1]
-                snap.apply(nodes[n], a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib)
+                snap.apply(nodes[n], a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, extended=a.extended)
             fits = self._fits(snap, work.shape, [nodes[n] for n in trying])
             for n in trying:
                 if not fits[nodes[n]]:
                     uid, a = extras[n][k]
-                    snap.apply(nodes[n], a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, sign=-1)
+                    snap.apply(nodes[n], a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, sign=-1,
+                           extended=a.extended)
                     chosen[n].append(uid)
         for n in need:
             pods = [*(given[n].pods or []), *(wire.MetaPod(uid=u) for u in chosen[n])]
@@ -673,8 +678,8 @@ def _priority_of(host: str, score: int) -> wire.HostPriority:
 
 
 def _same_shape(slot: Slot, shape: PodShape) -> bool:
-    return (len(slot.gpus), slot.gpu_milli, slot.cpu_milli, slot.memory_mib) == \
-        (shape.gpus, shape.gpu_milli, shape.cpu_milli, shape.memory_mib)
+    return (len(slot.gpus), slot.gpu_milli, slot.cpu_milli, slot.memory_mib, slot.extended) == \
+        (shape.gpus, shape.gpu_milli, shape.cpu_milli, shape.memory_mib, shape.extended)
 
 
 def _free(snap: Snapshot, node: int, gpus: tuple[int, ...], milli: int) -> bool:

@@ -35,6 +35,7 @@ class Slot:
     memory_mib: int
     pod_uid: str | None = None  # the member pod that claimed it
     pod_key: str | None = None  # namespace/name of that pod
+    extended: tuple[tuple[str, int], ...] = ()  # extended resources by name, sorted
 
     @property
     def is_claimed(self) -> bool:

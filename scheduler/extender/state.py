@@ -164,7 +164,7 @@ class CacheState:
             if idx != placement.node_index:
                 placement = Placement(placement.pod, placement.node, idx, placement.gpus, placement.gpu_milli,
                                       placement.cpu_milli, placement.memory_mib, placement.gang, placement.role,
-                                      placement.owner)
+                                      placement.owner, placement.extended)
             self.cache.assume(key, placement, gang)
 
     def forget(self, key: str) -> None:

@@ -5,11 +5,16 @@
   1. each container's request (its limit when only the limit is set);
   2. app containers summed, plus every sidecar (init container with ``restartPolicy: Always``);
   3. each ordinary init container plus the sidecars started before it; the largest counts;
-  4. the larger of 2 and 3, replaced by pod-level ``spec.resources`` where set, plus ``spec.overhead``.
+  4. the larger of 2 and 3, replaced by pod-level ``spec.resources`` where set (cpu and
+     memory only), plus ``spec.overhead``.
+
+Extended resources (any name but cpu, memory, ``nvidia.com/gpu`` and the ignored
+``ephemeral-storage``: ``rdma/ib``, ``vpc.amazonaws.com/efa``, ``hugepages-2Mi``) are whole
+numbers, requests equal to limits where both are set; they go to ``Resources.extended``.
 
 Constraints we cannot honour (required pod (anti-)affinity, hard topology spread, node
-affinity beyond one term of single-value ``In``, host ports, DRA claims, extended
-resources other than ``nvidia.com/gpu``) raise ``UnsupportedConstraint``: fail closed.
+affinity beyond one term of single-value ``In``, host ports, DRA claims) raise
+``UnsupportedConstraint``: fail closed.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pydantic import ValidationError
 from models.errors import SpecError
 from models.readers.k8s_node import parse_quantity
 from models.requests import GPU_MILLI, PodRequest, Resources, Toleration
-from models.spec import LevelSpec
+from models.spec import LevelSpec, check_extended_resources
 
 from .common import (
     GPU_MILLI_ANNOTATION,
@@ -47,8 +52,8 @@ from .common import (
 
 DEFAULT_SCHEDULER = "default-scheduler"
 TERMINAL_PHASES = ("Succeeded", "Failed")
-# Resources read into ``Resources``; others listed in IGNORED_RESOURCES are not modelled
-# (kubelet still enforces them); anything else is refused.
+# Resources read into their own ``Resources`` fields; those in IGNORED_RESOURCES are not
+# modelled (kubelet still enforces them); every other name is an extended resource.
 MODELLED_RESOURCES = ("cpu", "memory", GPU_RESOURCE)
 IGNORED_RESOURCES = ("ephemeral-storage",)
 # Controllers whose pods are interchangeable replicas (spread over domains).
@@ -106,16 +111,21 @@ def _container_requests(key: str, c: Mapping[str, Any], path: str) -> dict[str, 
         if name in IGNORED_RESOURCES:
             continue
         if name not in MODELLED_RESOURCES:
-            if value == 0:
-                continue
-            raise UnsupportedConstraint(key, where, f"toposched does not model the resource {quote(name)}; "
-                                                    "only cpu, memory and nvidia.com/gpu can be placed")
-        if name == GPU_RESOURCE:
+            if not isinstance(name, str) or name == "pods":
+                raise WorkloadError(key, where, f"{quote(str(name))} is not a resource a container can request")
+            try:
+                check_extended_resources({name: 0})
+            except ValueError as exc:
+                raise WorkloadError(key, where, str(exc)) from None
+        if name not in ("cpu", "memory"):
             if value != value.to_integral_value():
-                raise WorkloadError(key, where, f"{quote(str(text))} is not a whole number of GPUs")
-            if name in req and name in lim and _quantity(key, where, lim[name]) != value:
-                raise WorkloadError(key, f"{path}.resources", f"nvidia.com/gpu requests ({req[name]}) and limits "
+                noun = "GPUs" if name == GPU_RESOURCE else f"{name} (an extended resource)"
+                raise WorkloadError(key, where, f"{quote(str(text))} is not a whole number of {noun}")
+            if name in req and name in lim and _quantity(key, f"{path}.resources.limits[{name}]", lim[name]) != value:
+                raise WorkloadError(key, f"{path}.resources", f"{name} requests ({req[name]}) and limits "
                                                               f"({lim[name]}) must be equal")
+        if value == 0 and name not in MODELLED_RESOURCES:
+            continue
         out[name] = value
     return out
 
@@ -142,7 +152,7 @@ def _max(a: dict[str, Decimal], b: Mapping[str, Decimal]) -> dict[str, Decimal]:
 
 
 def effective_requests(pod: Mapping[str, Any]) -> dict[str, Decimal]:
-    """cpu (cores), memory (bytes) and nvidia.com/gpu the pod occupies (phases in the module doc)."""
+    """cpu (cores), memory (bytes), nvidia.com/gpu and extended resources the pod occupies (phases in the module doc)."""
     key = pod_key(pod)
     apps: dict[str, Decimal] = {}
     for path, c in _containers(key, pod, "containers"):
@@ -160,7 +170,7 @@ def effective_requests(pod: Mapping[str, Any]) -> dict[str, Decimal]:
     pod_level = get(pod, "spec", "resources")
     if pod_level:
         level = _container_requests(key, {"resources": pod_level}, "spec")
-        total.update({k: v for k, v in level.items() if k != GPU_RESOURCE})
+        total.update({k: v for k, v in level.items() if k in ("cpu", "memory")})
     overhead = _resource_map(key, "spec.overhead", get(pod, "spec", "overhead"))
     for name, text in overhead.items():
         if name in ("cpu", "memory"):
@@ -299,6 +309,7 @@ def pod_resources(pod: Mapping[str, Any]) -> Resources:
         "cpu_milli": math.ceil(req.get("cpu", Decimal(0)) * 1000),
         "memory_mib": math.ceil(req.get("memory", Decimal(0)) / _MIB),
         "gpus": gpus, "gpu_milli": gpu_milli, "gpu_models": tuple(models or ()),
+        "extended": {k: int(v) for k, v in sorted(req.items()) if k not in MODELLED_RESOURCES and v > 0},
         "node_selector": selector, "tolerations": _tolerations(key, pod), "priority": priority,
     }
     try:

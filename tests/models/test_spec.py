@@ -321,3 +321,52 @@ def test_parse_document_reads_json_by_suffix():
     assert parse_document('{"a": 1}', "x.json") == {"a": 1}
     with pytest.raises(SpecError, match="malformed JSON"):
         parse_document("a: 1", "x.json")
+
+
+# -- extended resources ---------------------------------------------------------------
+
+
+EXTENDED_SPEC = """
+node_types:
+  ib-box:
+    topology: {gpus: {count: 8}}
+    extended_resources: {rdma/ib: 8, hugepages-2Mi: 1073741824}
+nodes:
+  - {name: a, type: ib-box}
+  - {name: b, type: ib-box, extended_resources: {rdma/ib: 4, vpc.amazonaws.com/efa: 32}}
+  - {name: c, topology: {gpus: {count: 8}}}
+groups:
+  - {name: "g-{i}", count: 2, type: ib-box, extended_resources: {rdma/ib: 0}}
+"""
+
+
+def test_extended_resources_merge_type_then_node(tmp_path):
+    cluster = load_cluster(write(tmp_path, EXTENDED_SPEC))
+    got = {n.name: n.extended_resources for n in cluster.nodes}
+    assert got == {
+        "a": {"hugepages-2Mi": 1 << 30, "rdma/ib": 8},
+        "b": {"hugepages-2Mi": 1 << 30, "rdma/ib": 4, "vpc.amazonaws.com/efa": 32},
+        "c": {},
+        "g-0": {"hugepages-2Mi": 1 << 30, "rdma/ib": 0},
+        "g-1": {"hugepages-2Mi": 1 << 30, "rdma/ib": 0},
+    }
+
+
+@pytest.mark.parametrize("text, expected", [
+    pytest.param("nodes:\n  - {name: a, topology: {gpus: {count: 1}}, extended_resources: {rdma/ib: -1}}\n",
+                 "cluster.yaml: nodes[0].extended_resources.rdma/ib: Input should be greater than or equal to 0",
+                 id="negative"),
+    pytest.param("nodes:\n  - {name: a, topology: {gpus: {count: 1}}, extended_resources: {nvidia.com/gpu: 8}}\n",
+                 "cluster.yaml: nodes[0].extended_resources: 'nvidia.com/gpu' is not an extended resource",
+                 id="gpu-is-not-extended"),
+    pytest.param("nodes:\n  - {name: a, topology: {gpus: {count: 1}}, extended_resources: {pods: 8}}\n",
+                 "cluster.yaml: nodes[0].extended_resources: 'pods' is not an extended resource", id="pods"),
+    pytest.param("nodes:\n  - {name: a, topology: {gpus: {count: 1}}, extended_resources: {'rdma ib': 1}}\n",
+                 "cluster.yaml: nodes[0].extended_resources: 'rdma ib' is not a Kubernetes resource name",
+                 id="bad-name"),
+    pytest.param("nodes:\n  - {name: a, topology: {gpus: {count: 1}}, extended_resources: {rdma/ib: 1.5}}\n",
+                 "cluster.yaml: nodes[0].extended_resources.rdma/ib: Input should be a valid integer", id="fraction"),
+])
+def test_bad_extended_resources_give_their_message(tmp_path, text, expected):
+    message = load_error(tmp_path, text)
+    assert message.startswith(expected), message

@@ -192,3 +192,23 @@ def test_arrays_are_shared_per_distinct_topology():
     assert np.array_equal(arrays.gpu_offset[:3], [0, 8, 16])
     assert arrays.gpu(17) == (2, 1)
     assert arrays.labels[0]["topology.toposched.io/su"] == "su0"
+
+
+def test_extended_resources_become_columns_sorted_by_name():
+    from models.cluster import cluster_from_data
+
+    cluster = cluster_from_data({"nodes": [
+        {"name": "a", "topology": {"gpus": {"count": 8}}, "extended_resources": {"rdma/ib": 8, "hugepages-2Mi": 4096}},
+        {"name": "b", "topology": {"gpus": {"count": 8}}},
+        {"name": "c", "topology": {"gpus": {"count": 8}}, "extended_resources": {"vpc.amazonaws.com/efa": 32}},
+    ]})
+    a = build_arrays(cluster)
+    assert a.ext_names == ("hugepages-2Mi", "rdma/ib", "vpc.amazonaws.com/efa")
+    assert a.ext_alloc.dtype == np.int64
+    assert a.ext_alloc.tolist() == [[4096, 8, 0], [0, 0, 0], [0, 0, 32]]
+    assert a.ext_index("rdma/ib") == 1 and a.ext_index("example.com/fpga") == -1
+
+
+def test_a_cluster_without_extended_resources_has_no_columns():
+    a = build_arrays(small_cluster())
+    assert a.ext_names == () and a.ext_alloc.shape == (a.n_nodes, 0)

@@ -1,7 +1,7 @@
 """The ledger as a state machine: assume / confirm / forget / release / node failure.
 
 After every step the live snapshot equals a recomputation from the allocations, and no
-GPU is ever over-committed.
+GPU and no extended resource (``rdma/ib``, which node n2 lacks) is ever over-committed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from models.topology import build_arrays
 from scheduler.ledger import Allocation, AllocState, Ledger, LedgerError
 
 ARRAYS = build_arrays(cluster_from_data({
-    "nodes": [{"name": f"n{i}", "topology": {"gpus": {"count": 4}}, "cpu_milli": 8000, "memory_mib": 8192}
+    "nodes": [{"name": f"n{i}", "topology": {"gpus": {"count": 4}}, "cpu_milli": 8000, "memory_mib": 8192,
+               "extended_resources": {"rdma/ib": 4} if i < 2 else {}}
               for i in range(3)],
 }, "machine"))
 
@@ -29,16 +30,17 @@ class LedgerMachine(RuleBasedStateMachine):
         self.counter = 0
 
     @rule(target=keys, node=st.integers(0, 2), gpus=st.sets(st.integers(0, 3), min_size=0, max_size=4),
-          milli=st.sampled_from([1000, 500, 250]), cpu=st.integers(0, 3000))
-    def assume(self, node, gpus, milli, cpu):
+          milli=st.sampled_from([1000, 500, 250]), cpu=st.integers(0, 3000), rdma=st.integers(0, 3))
+    def assume(self, node, gpus, milli, cpu, rdma):
         gpus = tuple(sorted(gpus))
         if milli < 1000:
             gpus = gpus[:1]
         self.counter += 1
         key = f"p{self.counter}"
-        a = Allocation(key, node, gpus, milli, cpu, 0)
+        a = Allocation(key, node, gpus, milli, cpu, 0, extended=(("rdma/ib", rdma),) if rdma else ())
         free = self.ledger.live.gpu_free[node]
-        fits = all(free[g] >= milli for g in gpus)
+        rdma_free = int(self.ledger.live.free_ext[node, 0])
+        fits = all(free[g] >= milli for g in gpus) and rdma <= rdma_free
         try:
             self.ledger.assume(a)
         except LedgerError:
@@ -77,6 +79,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.ledger.check_invariants()
         free = self.ledger.live.gpu_free
         assert (free[free != -1] >= 0).all()
+        assert (self.ledger.live.free_ext >= 0).all()
+        assert ARRAYS.ext_alloc[2, 0] == 0 and not self.ledger.live.free_ext[2].any()
 
 
 LedgerMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)

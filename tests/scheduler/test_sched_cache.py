@@ -108,3 +108,30 @@ def test_json_logs_carry_pod_and_gang_keys():
     assert (doc["level"], doc["logger"], doc["msg"], doc["pod"], doc["gang"], doc["node"]) == (
         "warning", "toposched.test-json", "bind failed: 503", "ml/w-0", "ml/llm", "n3")
     assert doc["ts"].endswith("Z")
+
+
+def _ib_node(name: str, amount: str = "8"):
+    n = o.node(name, rack="r0")
+    n["status"]["allocatable"] = {**n["status"]["allocatable"], "rdma/ib": amount}
+    return n
+
+
+def test_bound_pods_of_anyone_take_their_extended_resources_on_their_node():
+    c = cache_with(_ib_node("n0"), o.node("n1", rack="r0"))
+    assert c.arrays.ext_names == ("rdma/ib",) and c.arrays.ext_alloc.tolist() == [[8], [0]]
+    mine = o.pod("mine", 1, node_name="n0")
+    mine["spec"]["containers"][0]["resources"]["limits"]["rdma/ib"] = "2"
+    other = o.pod("other", 1, scheduler="default-scheduler", node_name="n0")
+    other["spec"]["containers"][0]["resources"]["limits"]["rdma/ib"] = "3"
+    other["spec"]["containers"][0]["ports"] = [{"containerPort": 1, "hostPort": 1}]  # a constraint we do not model
+    c.upsert_pod(mine)
+    c.upsert_pod(other)
+    assert bound_pod(other)[0].extended == (("rdma/ib", 3),)
+    assert c.ledger.live.free_ext.tolist() == [[3], [0]]
+    c.ledger.check_invariants()
+    c.upsert_node(_ib_node("n0", "16"))  # allocatable grows: the rebuilt ledger replays both pods
+    c.refresh()
+    assert c.ledger.live.free_ext.tolist() == [[11], [0]]
+    c.delete_pod("default/other")
+    assert c.ledger.live.free_ext.tolist() == [[14], [0]]
+    c.ledger.check_invariants()

@@ -158,14 +158,30 @@ RESOURCE_CASES = [
      {"cpu_milli": 1000, "memory_mib": 1024, "gpus": 1, "gpu_milli": 500}),
     ("gpu-milli-1000-is-whole", make_pod(annotations={"toposched.io/gpu-milli": "1000"}, containers=[container(gpus=2)]),
      {"cpu_milli": 1000, "memory_mib": 1024, "gpus": 2}),
+    ("extended-resources", make_pod(containers=[container(gpus=8, limits={"rdma/rdma_shared_device_a": "1",
+                                                                          "nvidia.com/hostdev": "8"})]),
+     {"cpu_milli": 1000, "memory_mib": 1024, "gpus": 8,
+      "extended": {"nvidia.com/hostdev": 8, "rdma/rdma_shared_device_a": 1}}),
+    ("extended-summed-and-init-peak", make_pod(
+        containers=[container(limits={"vpc.amazonaws.com/efa": "16"}), container("b", limits={"vpc.amazonaws.com/efa": "16"})],
+        initContainers=[container("init", requests={"vpc.amazonaws.com/efa": "4"}, limits={"vpc.amazonaws.com/efa": "4"})]),
+     {"cpu_milli": 2000, "memory_mib": 2048, "extended": {"vpc.amazonaws.com/efa": 32}}),
+    ("hugepages-in-bytes", make_pod(containers=[container(requests={"cpu": "1", "hugepages-2Mi": "1Gi"},
+                                                          limits={"hugepages-2Mi": "1Gi"})]),
+     {"cpu_milli": 1000, "extended": {"hugepages-2Mi": 1 << 30}}),
+    ("extended-zero-is-nothing", make_pod(containers=[container(limits={"rdma/ib": "0"})]),
+     {"cpu_milli": 1000, "memory_mib": 1024}),
+    ("pod-level-resources-leave-extended-alone", make_pod(containers=[container(limits={"rdma/ib": "2"})],
+                                                          resources={"requests": {"cpu": "8"}}),
+     {"cpu_milli": 8000, "memory_mib": 1024, "extended": {"rdma/ib": 2}}),
 ]
 
 
 @pytest.mark.parametrize(("pod", "want"), [c[1:] for c in RESOURCE_CASES], ids=[c[0] for c in RESOURCE_CASES])
 def test_effective_resources(pod, want):
     res = pod_resources(pod)
-    got = {k: getattr(res, k) for k in ("cpu_milli", "memory_mib", "gpus", "gpu_milli")}
-    assert got == {"cpu_milli": 0, "memory_mib": 0, "gpus": 0, "gpu_milli": 1000, **want}
+    got = {k: getattr(res, k) for k in ("cpu_milli", "memory_mib", "gpus", "gpu_milli", "extended")}
+    assert got == {"cpu_milli": 0, "memory_mib": 0, "gpus": 0, "gpu_milli": 1000, "extended": {}, **want}
 
 
 def test_constraints_selector_models_tolerations_priority():
@@ -257,9 +273,15 @@ BAD_PODS = [
                             "(toposched does not track them)"),
     ("dra-claims", make_pod("p", resourceClaims=[{"name": "gpu", "resourceClaimName": "c"}]), UnsupportedConstraint,
      "pod ml/p: spec.resourceClaims: dynamic resource allocation (DRA) claims are not supported yet"),
-    ("extended-resource", make_pod("p", containers=[container(limits={"rdma/ib": "1"})]), UnsupportedConstraint,
-     'pod ml/p: spec.containers[main].resources.limits[rdma/ib]: toposched does not model the resource "rdma/ib"; '
-     "only cpu, memory and nvidia.com/gpu can be placed"),
+    ("extended-fraction", make_pod("p", containers=[container(limits={"rdma/ib": "500m"})]), WorkloadError,
+     'pod ml/p: spec.containers[main].resources.limits[rdma/ib]: "500m" is not a whole number of rdma/ib '
+     "(an extended resource)"),
+    ("extended-requests-differ-from-limits", make_pod("p", containers=[container(
+        requests={"cpu": "1", "rdma/ib": "1"}, limits={"rdma/ib": "2"})]), WorkloadError,
+     "pod ml/p: spec.containers[main].resources: rdma/ib requests (1) and limits (2) must be equal"),
+    ("extended-bad-name", make_pod("p", containers=[container(limits={"rdma/ib/x": "1"})]), WorkloadError,
+     "pod ml/p: spec.containers[main].resources.limits[rdma/ib/x]: 'rdma/ib/x' is not a Kubernetes resource name "
+     "(e.g. rdma/ib, vpc.amazonaws.com/efa, hugepages-2Mi)"),
     ("toleration-gt", make_pod("p", tolerations=[{"key": "k", "operator": "Gt", "value": "3"}]), UnsupportedConstraint,
      'pod ml/p: spec.tolerations[0].operator: operator "Gt" is not supported (Equal or Exists)'),
     ("toleration-bad-effect", make_pod("p", tolerations=[{"key": "k", "effect": "NoWay"}]), WorkloadError,
@@ -685,6 +707,19 @@ def test_a_bad_member_is_named_when_the_gang_is_built():
     with pytest.raises(WorkloadError) as info:
         build_gang_request(ref, gang_policy(ref, pods, None, None, LEVELS), pods)
     assert info.value.pod == "ml/exp-1"
+
+
+def test_gang_roles_and_single_pods_carry_extended_resources():
+    pods = ours(3)
+    for i, p in enumerate(pods):
+        # the same amounts written in a different order still make one role
+        lim = {"rdma/ib": "4", "vpc.amazonaws.com/efa": "32"} if i else {"vpc.amazonaws.com/efa": "32", "rdma/ib": "4"}
+        p["spec"]["containers"][0]["resources"]["limits"].update(lim)
+    ref = group_of(pods[0])
+    req, _ = build_gang_request(ref, gang_policy(ref, pods, None, None, LEVELS), pods)
+    assert [(r.name, r.count, r.gpus, r.extended) for r in req.roles] == \
+        [("worker", 3, 8, {"rdma/ib": 4, "vpc.amazonaws.com/efa": 32})]
+    assert pod_request(pods[0], LEVELS).extended == {"rdma/ib": 4, "vpc.amazonaws.com/efa": 32}
 
 
 def test_roles_with_the_same_label_but_different_resources_get_distinct_names():

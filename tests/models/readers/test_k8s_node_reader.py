@@ -243,3 +243,38 @@ def test_inferred_levels_read_back_on_the_nodes():
     nodes = [k8s_node("a", labels=EKS), k8s_node("b", labels={**EKS, "topology.k8s.aws/network-node-layer-3": "x"})]
     levels = levels_from_labels(nodes)
     assert [node_from_k8s(n, levels).levels["layer3"] for n in nodes] == ["nn-3", "x"]
+
+
+# --------------------------------------------------------------------------- extended resources
+
+
+def test_every_other_allocatable_entry_is_an_extended_resource():
+    alloc = {"cpu": "95500m", "memory": "2Ti", "pods": "110", "nvidia.com/gpu": "8", "ephemeral-storage": "1Ti",
+             "rdma/rdma_shared_device_a": "1k", "vpc.amazonaws.com/efa": "32", "hugepages-2Mi": "1Gi",
+             "hugepages-1Gi": "0"}
+    res = node_resources(k8s_node(allocatable=alloc))
+    assert res.extended == {"hugepages-1Gi": 0, "hugepages-2Mi": 1 << 30, "rdma/rdma_shared_device_a": 1000,
+                            "vpc.amazonaws.com/efa": 32}
+    node = node_from_k8s(k8s_node(allocatable=alloc), [])
+    assert node.extended_resources == res.extended
+    assert (node.cpu_milli, node.max_pods) == (95500, 110)
+
+
+def test_a_node_without_extended_resources_has_none():
+    assert node_from_k8s(k8s_node(), []).extended_resources == {}
+
+
+@pytest.mark.parametrize(
+    ("alloc", "message"),
+    [
+        ({"cpu": "4", "rdma/ib": "500m"}, "node gpu-1: status.allocatable.rdma/ib: must be a whole number (got '500m')"),
+        ({"cpu": "4", "hugepages-2Mi": "1.5"}, "node gpu-1: status.allocatable.hugepages-2Mi: must be a whole number"),
+        ({"cpu": "4", "rdma/ib": "-1"}, "node gpu-1: status.allocatable.rdma/ib: must not be negative"),
+        ({"cpu": "4", "bad name": "1"}, "node gpu-1: status.allocatable.bad name: 'bad name' is not a Kubernetes"),
+    ],
+    ids=["fractional", "fractional-hugepages", "negative", "bad-name"],
+)
+def test_bad_extended_resource_names_node_and_field(alloc, message):
+    with pytest.raises(SpecError) as exc:
+        node_from_k8s(k8s_node(allocatable=alloc), [])
+    assert str(exc.value).startswith(message)
