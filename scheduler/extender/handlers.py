@@ -65,9 +65,11 @@ PENDING_TTL_S = 600.0
 
 def extender_view(pod: Mapping[str, Any], keep_node_affinity: bool = True) -> dict[str, Any]:
     """A copy of ``pod`` without what kube-scheduler itself enforces before calling us and the
-    engine does not model: inter-pod affinity, topology spread, host ports, DRA claims and
-    resources other than cpu, memory and GPUs (node affinity too, unless ``keep_node_affinity``:
-    a gang is placed on every node, so its members' node affinity matters to us)."""
+    engine does not model: inter-pod affinity, topology spread, host ports and DRA claims (node
+    affinity too, unless ``keep_node_affinity``: a gang is placed on every node, so its members'
+    node affinity matters to us). Resources are kept, extended ones included: the engine checks
+    them against the nodes' allocatable as kube-scheduler does, so a gang's reserved slots only
+    land where every member's resources are."""
     spec = pod.get("spec")
     if not isinstance(spec, Mapping):
         return dict(pod)
@@ -103,20 +105,8 @@ def _engine_view(pod: Mapping[str, Any]) -> dict[str, Any]:
     return view
 
 
-_KEPT_RESOURCES = ("cpu", "memory", MANAGED_RESOURCE)
-
-
 def _container_view(c: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in c.items() if k != "ports"}
-    res = c.get("resources")
-    if isinstance(res, Mapping):
-        res = dict(res)
-        for part in ("requests", "limits"):
-            m = res.get(part)
-            if isinstance(m, Mapping):
-                res[part] = {k: v for k, v in m.items() if k in _KEPT_RESOURCES}
-        out["resources"] = res
-    return out
+    return {k: v for k, v in c.items() if k != "ports"}
 
 
 def asks_for_gpus(pod: Mapping[str, Any]) -> bool:

@@ -114,9 +114,24 @@ def test_constraints_kube_scheduler_enforces_are_not_refused():
     pod = gpu_pod("p", 2)
     pod["spec"]["affinity"] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "x"}}}]}}
-    pod["spec"]["containers"][0]["resources"]["limits"]["example.com/fpga"] = "1"
     h = make_handlers(cluster())
     assert run_filter(h, pod).node_names == ALL
+
+
+def test_extended_resources_are_judged_against_allocatable():
+    """A gang's slots must land where its members' rdma devices are, so the extender counts them too."""
+    nodes = cluster()
+    for node in nodes[:2]:
+        node["status"]["allocatable"]["example.com/fpga"] = "1"
+    busy = gpu_pod("busy", 1, node="n1", on_gpus=(0,))
+    busy["spec"]["containers"][0]["resources"]["limits"]["example.com/fpga"] = "1"
+    busy["spec"]["containers"][0]["resources"]["requests"]["example.com/fpga"] = "1"
+    h = make_handlers(nodes, [busy])
+    pod = gpu_pod("p", 2)
+    pod["spec"]["containers"][0]["resources"]["limits"]["example.com/fpga"] = "1"
+    res = run_filter(h, pod)
+    assert res.node_names == ["n2"]
+    assert "Insufficient example.com/fpga" in res.failed_nodes["n1"]
 
 
 # --- prioritize ------------------------------------------------------------------------------
@@ -220,6 +235,19 @@ def test_gang_members_are_admitted_only_to_their_reserved_nodes():
     assert run_prioritize(h, w0) == {n: (10 if n == n0 else 0) for n in ALL}
     # asking again gives the same slot
     assert run_filter(h, w0).node_names == [n0]
+
+
+def test_gang_slots_go_where_the_members_extended_resources_are():
+    """Only n1 and n3 have an rdma device each: the gang's two slots are reserved there, not on n2."""
+    nodes = cluster()
+    for node in (nodes[0], nodes[2]):
+        node["status"]["allocatable"]["rdma/ib"] = "1"
+    members = [gang_pod(f"w-{i}", "ib", 2) for i in range(2)]
+    for m in members:
+        m["spec"]["containers"][0]["resources"]["limits"]["rdma/ib"] = "1"
+    h = make_handlers(nodes, members)
+    slots = {run_filter(h, m).node_names[0] for m in members}
+    assert slots == {"n1", "n3"}
 
 
 def test_gang_waits_until_its_members_exist():
