@@ -23,7 +23,7 @@ PY = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".toposched-installed"
 
 QUICKSTART = ["simulate", "openb", "--pods", "default", "--policy", "BestFit,FGD,toposched",
-              "--seeds", "42", "--out", "out/quickstart"]
+              "--seeds", "42", "--bound", "--out", "out/quickstart"]
 
 
 def _run(cmd: list[str]) -> int:

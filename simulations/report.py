@@ -110,15 +110,19 @@ def bound_summary(bounds: Sequence[Any]) -> dict:
 def table(doc: dict) -> str:
     """The summary as a fixed-width text table."""
     head = f"{'policy':<14} {'unalloc@100%':>16} {'unalloc@130%':>16} {'failed pods':>12} {'cpu s/run':>10}"
+    one = len(doc["seeds"]) == 1  # no spread to show
+    what = "one seed" if one else "mean +- sd over seeds"
     lines = [f"trace {doc['trace']}, seeds {_seed_text(doc['seeds'])}, inflate {doc['inflate']}",
-             "unallocated GPU % of capacity (mean +- sd over seeds), by arrived demand", head, "-" * len(head)]
+             f"unallocated GPU % of capacity ({what}), by arrived demand", head, "-" * len(head)]
     for policy, e in doc["policies"].items():
         u, sd = e["unallocated_gpu_pct"], e["unallocated_gpu_pct_sd"]
-        cells = [f"{u[p]:>9.2f} +-{sd[p]:>5.2f}" if u[p] is not None else f"{'-':>16}" for p in ("100", "130")]
+        cells = [f"{'-':>16}" if u[p] is None else f"{u[p]:>16.2f}" if one else f"{u[p]:>9.2f} +-{sd[p]:>5.2f}"
+                 for p in ("100", "130")]
         lines.append(f"{policy:<14} {cells[0]} {cells[1]} {e['failed_pods']:>12.1f} {e['cpu_s']:>10.1f}")
     if "bound" in doc:
         least = doc["bound"]["unallocated_gpu_pct_min"]
-        lines.append(f"least possible @100% (relaxed, mean over seeds): {least['any']:.2f} for any policy, "
+        over = "" if one else ", mean over seeds"
+        lines.append(f"least possible @100% (relaxed{over}): {least['any']:.2f} for any policy, "
                      f"{least['all_shared_placed']:.2f} placing every shared pod that arrives")
     return "\n".join(lines)
 
