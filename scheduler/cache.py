@@ -71,6 +71,14 @@ class BoundPod:
     owner: str | None
     resource_version: str = ""
     extended: tuple[tuple[str, int], ...] = ()  # extended resources by name, sorted
+    priority: int = 0  # spec.priority (preemption picks victims below the preemptor's)
+    terminating: bool = False  # metadata.deletionTimestamp set: already on its way out
+
+
+def pod_priority(pod: Mapping[str, Any]) -> int:
+    """``spec.priority`` (0 when unset or not an integer, as without a PriorityClass)."""
+    value = (pod.get("spec") or {}).get("priority")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 @dataclass(frozen=True)
@@ -170,7 +178,7 @@ def bound_pod(pod: Mapping[str, Any]) -> tuple[BoundPod, str | None]:
         owner = None
     rec = BoundPod(key, meta.get("uid") or "", (pod.get("spec") or {}).get("nodeName") or "", cpu, mem, gpus, milli,
                    assigned, group.key if group else None, owner, str(meta.get("resourceVersion") or ""),
-                   tuple(sorted(ext.items())))
+                   tuple(sorted(ext.items())), pod_priority(pod), bool(meta.get("deletionTimestamp")))
     return rec, problem
 
 
@@ -270,7 +278,7 @@ class ClusterCache:
             if old is None and a is not None and self._assumed_nodes.get(key) == node \
                     and self._assumed_uids.get(key) == uid:
                 # our own binding seen by the watch: we know what it holds
-                self._confirm(key, a, node, uid, rv)
+                self._confirm(key, a, node, uid, rv, pod)
                 return "bound"
             rec, problem = bound_pod(pod)
             if problem:
@@ -323,9 +331,9 @@ class ClusterCache:
             self.ledger.release(key)
         return freed
 
-    def _confirm(self, key: str, a: Allocation, node: str, uid: str, rv: str) -> None:
+    def _confirm(self, key: str, a: Allocation, node: str, uid: str, rv: str, pod: Mapping[str, Any]) -> None:
         rec = BoundPod(key, uid, node, a.cpu_milli, a.memory_mib, len(a.gpus), a.gpu_milli, a.gpus, a.gang, a.owner, rv,
-                       a.extended)
+                       a.extended, pod_priority(pod), bool((pod.get("metadata") or {}).get("deletionTimestamp")))
         self.bound[key] = rec
         self.by_node.setdefault(node, set()).add(key)
         self.bad_annotations.pop(key, None)

@@ -32,7 +32,7 @@ class _Faults:
 
 
 class InMemoryBinder:
-    """Records binds, annotations, conditions and deletions; thread-safe."""
+    """Records binds, annotations, conditions, nominated nodes and deletions; thread-safe."""
 
     def __init__(self, on_bind: Callable[[ObjectRef, str, dict[str, str]], None] | None = None,
                  on_delete: Callable[[ObjectRef], None] | None = None) -> None:
@@ -43,6 +43,7 @@ class InMemoryBinder:
         self.bound: dict[str, str] = {}
         self.annotations: dict[str, dict[str, str]] = {}
         self.conditions: dict[str, dict[str, Any]] = {}
+        self.nominated: dict[str, str | None] = {}
         self.deleted: list[str] = []
         self.calls: list[tuple[str, str]] = []
 
@@ -74,6 +75,12 @@ class InMemoryBinder:
             self.calls.append(("condition", pod.key))
             self._faults.take(f"condition:{pod.key}", "condition")
             self.conditions[pod.key] = dict(condition)
+
+    def set_nominated_node(self, pod: ObjectRef, node: str | None) -> None:
+        with self._lock:
+            self.calls.append(("nominate", pod.key))
+            self._faults.take(f"nominate:{pod.key}", "nominate")
+            self.nominated[pod.key] = node
 
     def delete(self, pod: ObjectRef) -> None:
         with self._lock:
@@ -263,6 +270,16 @@ class InMemoryCluster:
             old = self._pod(pod, "condition")
             conds = [c for c in (old.get("status") or {}).get("conditions") or [] if c.get("type") != condition["type"]]
             new = self._stamp({**old, "status": {**(old.get("status") or {}), "conditions": [*conds, dict(condition)]}})
+            self.pods[pod.key] = new
+        self._emit("pods", "MODIFIED", new)
+
+    def set_nominated_node(self, pod: ObjectRef, node: str | None) -> None:
+        with self._lock:
+            old = self._pod(pod, "nominate")
+            status = {k: v for k, v in (old.get("status") or {}).items() if k != "nominatedNodeName"}
+            if node is not None:
+                status["nominatedNodeName"] = node
+            new = self._stamp({**old, "status": status})
             self.pods[pod.key] = new
         self._emit("pods", "MODIFIED", new)
 

@@ -12,6 +12,11 @@ workers only put messages into ``inbox``. One ``step()``:
   4. Placed: assume in the ledger, then bind on the worker pool (assignment annotations,
      then pods/binding). Not placed: ``FailedScheduling`` event + ``PodScheduled=False
      Unschedulable``, unit waits for a cluster change (then backoff 1 s -> 10 s).
+  5. Preemption (``scheduler.preemption``): a unit that did not fit may evict lower-priority
+     pods (whole gangs); the victims are deleted and the unit is nominated for the freed
+     place (``status.nominatedNodeName``). While the nomination stands the unit does not
+     preempt again and batches without it see its place as taken; it ends when the unit
+     is placed, its pods go away, or after ``preemption_timeout_s``.
 
 Gangs are all or nothing: if any member fails to bind, members already bound are deleted
 through the API (their controller recreates them) with an event saying why, the rest are
@@ -31,16 +36,18 @@ from typing import Any
 from models.placement import Placement, RequestOutcome, SolverReport, SolverStatus
 from models.requests import GangRequest, PodRequest
 from scheduler import workloads
-from scheduler.cache import GROUP_KINDS, ClusterCache
+from scheduler.cache import GROUP_KINDS, ClusterCache, pod_priority
 from scheduler.engine import Engine, place
 from scheduler.failures import FailureHandler
 from scheduler.leader import micro_time
-from scheduler.ledger import LedgerError
+from scheduler.ledger import AllocState, LedgerError
 from scheduler.metrics import SchedulerMetrics
 from scheduler.ports import Binder, EventSink, KubeApiError, ObjectRef
+from scheduler.preemption import NEVER, Holder, PreemptionPlan, plan_preemption
 from scheduler.queue import SchedulingQueue, Unit, UnitState, gang_unit_key
 from scheduler.reporting import Reporter
 from scheduler.serve_config import ServeConfig
+from scheduler.snapshot import Snapshot
 
 log = logging.getLogger("toposched.loop")
 
@@ -78,6 +85,16 @@ class GangBinding:
     bound: set[str] = field(default_factory=set)
     failed: str | None = None
     started: float = 0.0
+
+
+@dataclass
+class Nomination:
+    """A preemptor waiting for its victims to go: where it will fit, and since when."""
+
+    unit: str
+    placements: tuple[Placement, ...]
+    pods: frozenset[str]  # the preemptor's pod keys
+    since: float
 
 
 @dataclass
@@ -123,6 +140,9 @@ class Scheduler:
         self._members: dict[str, set[str]] = {}  # gang key -> pending member keys
         self._invalid: dict[str, str] = {}  # pod key -> why it cannot be read (until it changes)
         self._timed_out: set[str] = set()  # gangs already told they are short of members
+        self._nominations: dict[str, Nomination] = {}  # unit key -> its nomination (a preemptor)
+        self._preempting: set[str] = set()  # victims whose deletion we asked for and the watch has not shown
+        self._to_preempt: list[tuple[Unit, Any, dict[str, str]]] = []  # this cycle's units that did not fit
         self.synced: set[str] = set()
         self.last_step = clock()
         self._last_gauges = -1e9
@@ -160,6 +180,8 @@ class Scheduler:
                 log.warning("node left out: %s", problem, extra={"node": name})
         self.failures.step(self)
         leading = self.is_leader()
+        if self._nominations:
+            self._expire_nominations()
         if leading and self.ready_to_schedule():
             self._schedule(stats)
         self._gauges(leading)
@@ -214,6 +236,8 @@ class Scheduler:
             self._on_bind_result(msg[1])
         elif kind == "deleted":
             self._on_rollback_delete(msg[1], msg[2])
+        elif kind == "preempted":
+            self._on_victim_delete(msg[1], msg[2])
 
     def _on_replace(self, resource: str, items: list[dict[str, Any]]) -> None:
         if resource == NODES:
@@ -282,6 +306,7 @@ class Scheduler:
 
     def _pod_gone(self, key: str, freed: bool) -> None:
         self._dequeue(key)
+        self._preempting.discard(key)
         self.reporter.forget(key)
         self._invalid.pop(key, None)
         if freed:
@@ -321,6 +346,9 @@ class Scheduler:
 
     def _dequeue(self, key: str) -> None:
         self.queue.remove(key)
+        if self._nominations:
+            for unit_key in [u for u, nom in self._nominations.items() if key in nom.pods]:
+                del self._nominations[unit_key]  # bound or gone: nothing left to hold a place for
         gkey = self._gang_of.pop(key, None)
         if gkey is not None:
             members = self._members.get(gkey)
@@ -359,7 +387,7 @@ class Scheduler:
                 plan.append((unit, req, members))
         if not requests:
             return
-        snap = self.cache.snapshot()
+        snap = self._snapshot({unit.key for unit, _, _ in plan})
         t0 = time.perf_counter()
         if snap is None:
             n = len(self.cache.invalid_nodes)
@@ -376,12 +404,17 @@ class Scheduler:
         if outcomes is None:
             for unit, req, members in plan:
                 self._decide_alone(unit, req, members, stats)
-            return
-        for (unit, req, members), out in zip(plan, outcomes, strict=True):
-            self._apply_outcome(unit, req, members, out, stats)
+        else:
+            for (unit, req, members), out in zip(plan, outcomes, strict=True):
+                self._apply_outcome(unit, req, members, out, stats)
+        # after the batch's placements are assumed, so no victim is evicted for a place a
+        # lower-priority unit of the same batch has just taken
+        todo, self._to_preempt = self._to_preempt, []
+        if todo:
+            self._preempt_all(todo)
 
     def _decide_alone(self, unit: Unit, req: Any, members: dict[str, str], stats: CycleStats) -> None:
-        snap = self.cache.snapshot()
+        snap = self._snapshot({unit.key})
         try:
             out = place(snap, [req], self.engine).outcomes[0] if snap is not None else None
         except Exception as exc:  # noqa: BLE001
@@ -475,8 +508,11 @@ class Scheduler:
             self.metrics.attempt_duration.labels(result="unschedulable", profile=self.profile).observe(
                 self.clock() - unit.attempt_started)
             log.info("unschedulable: %s", why, extra={"gang" if is_gang else "pod": req.name})
+            if self.config.preemption and unit.key not in self._nominations:
+                self._to_preempt.append((unit, req, members))  # once the whole batch is assumed
             self._park(unit, unschedulable=True)
             return
+        self._nominations.pop(unit.key, None)
         gang = req.name if is_gang else None
         jobs: list[BindJob] = []
         try:
@@ -531,6 +567,130 @@ class Scheduler:
         ns, _, name = key.partition("/")
         rec = self.cache.bound.get(key)
         return ObjectRef.pod(ns, name, rec.uid if rec else "")
+
+    # --- preemption ------------------------------------------------------------------------------------
+
+    def _snapshot(self, batch: set[str]) -> Snapshot | None:
+        """The cache's snapshot with the places of nominated units outside ``batch`` taken (a
+        GPU may go below zero where a victim has not gone yet: the filters treat it as not free)."""
+        snap = self.cache.snapshot()
+        if snap is None or not self._nominations:
+            return snap
+        arrays = snap.arrays
+        for unit_key, nom in self._nominations.items():
+            if unit_key in batch:
+                continue
+            for p in nom.placements:
+                idx = arrays.node_index.get(p.node)
+                if idx is None:
+                    continue
+                gpus = tuple(g for g in p.gpus if g < int(arrays.gpu_count[idx]))
+                snap.apply(idx, gpus, p.gpu_milli, p.cpu_milli, p.memory_mib, extended=p.extended)
+        return snap
+
+    def _expire_nominations(self) -> None:
+        """Nominations older than ``preemption_timeout_s`` end: the unit may preempt again."""
+        now = self.clock()
+        for unit_key, nom in list(self._nominations.items()):
+            if now - nom.since < self.config.preemption_timeout_s:
+                continue
+            del self._nominations[unit_key]
+            log.info("nomination expired", extra={"pod": unit_key})
+            for k in sorted(nom.pods):
+                if k in self.cache.pending:
+                    self.reporter.nominate(self._ref(k), None)
+            self.queue.activate(unit_key)
+
+    def _holders(self) -> list[Holder]:
+        """Every allocation of the ledger with its pod's priority; only bound pods that are not
+        being deleted (by us or anyone) are evictable."""
+        ledger = self.cache.ledger
+        if ledger is None:
+            return []
+        out = []
+        deleting = self._preempting | self.failures.deleting  # ours: preemption, gang restarts
+        for a in ledger.allocations():
+            rec = self.cache.bound.get(a.key)
+            if ledger.state(a.key) == AllocState.BOUND and rec is not None:
+                out.append(Holder(a, rec.priority, not rec.terminating and a.key not in deleting))
+            else:
+                pod = self.cache.pending.get(a.key)
+                out.append(Holder(a, pod_priority(pod) if pod is not None else 0, False))
+        return out
+
+    def _preempt_all(self, todo: list[tuple[Unit, Any, dict[str, str]]]) -> None:
+        """Try preemption for this cycle's units that did not fit. The allocations are read once
+        (again only after a plan was carried out), and a unit whose priority is not above the
+        lowest evictable pod's is skipped without planning: a backlog of ordinary pods costs
+        nothing here."""
+        holders: list[Holder] | None = None
+        lowest: int | None = None
+        for unit, req, members in todo:
+            if holders is None:
+                holders = self._holders()
+                lowest = min((h.priority for h in holders if h.evictable), default=None)
+            if lowest is None or getattr(req, "priority", 0) <= lowest:
+                continue
+            if self._preempt(unit, req, members, holders):
+                holders = None
+
+    def _preempt(self, unit: Unit, req: Any, members: dict[str, str], holders: list[Holder]) -> bool:
+        """A unit did not fit: plan a preemption and carry it out (True when done). Never raises
+        (a failure: the unit parks as before)."""
+        if not isinstance(req, PodRequest | GangRequest):
+            return False
+        try:
+            self.metrics.preemption_attempts.inc()
+            pods = [self.cache.pending.get(k) or {} for k in members.values()]
+            never = any((p.get("spec") or {}).get("preemptionPolicy") == NEVER for p in pods)
+            snap = self._snapshot({unit.key})
+            if snap is None:
+                return False
+            plan = plan_preemption(self.engine, snap, holders, req,
+                                   preemption_policy=NEVER if never else "PreemptLowerPriority")
+            if plan is None:
+                return False
+            self._carry_out(unit, req, members, plan)
+            return True
+        except Exception:  # noqa: BLE001 - preemption is an extra: a bug in it parks the unit as before
+            log.exception("preemption failed", extra={"pod": unit.key})
+            return False
+
+    def _carry_out(self, unit: Unit, req: Any, members: dict[str, str], plan: PreemptionPlan) -> None:
+        """Delete the victims (with an event each), tell the preemptor, nominate it."""
+        is_gang = isinstance(req, GangRequest)
+        who = f"gang {req.name}" if is_gang else unit.key
+        for key, node in plan.victim_nodes:
+            ref = self._ref(key)
+            self._preempting.add(key)
+            self.reporter.event(ref, "Normal", "Preempted", "Preempting", f"Preempted by {who} on node {node}",
+                                dedup=False)
+            if self._pool is None:
+                self._handle(("preempted", key, self._delete(ref)))
+            else:
+                self._pool.submit(lambda key=key, ref=ref: self.inbox.put(("preempted", key, self._delete(ref))))
+        nodes = sorted({node for _, node in plan.victim_nodes})
+        count = len(plan.victim_nodes)
+        note = (f"Preempting {count} pod(s) of lower priority (at most {plan.highest_victim_priority}) "
+                f"on node(s) {', '.join(nodes)}")
+        keys = []
+        for p in plan.placements:
+            key = members[p.pod] if is_gang else unit.key
+            keys.append(key)
+            ref = self._ref(key)
+            self.reporter.event(ref, "Normal", "Preempting", "Preempting", note, dedup=False)
+            self.reporter.nominate(ref, p.node)
+        self._nominations[unit.key] = Nomination(unit.key, plan.placements, frozenset(keys), self.clock())
+        self.metrics.preemption_victims.observe(count)
+        log.info("preempting %d pod(s) on %s", count, ", ".join(nodes),
+                 extra={"gang" if is_gang else "pod": req.name, "count": count})
+
+    def _on_victim_delete(self, key: str, err: KubeApiError | None) -> None:
+        if err is None or err.is_not_found:
+            return
+        self._preempting.discard(key)
+        self._api_error("delete", err)
+        log.error("could not delete a preemption victim: %s", err, extra={"pod": key})
 
     # --- binding ---------------------------------------------------------------------------------------
 

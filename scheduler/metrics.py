@@ -3,7 +3,8 @@
 kube-scheduler's names where one exists (so its dashboards and alerts carry over):
 ``scheduler_schedule_attempts_total{result,profile}``,
 ``scheduler_scheduling_attempt_duration_seconds{result,profile}``,
-``scheduler_pending_pods{queue}``, ``scheduler_scheduling_algorithm_duration_seconds``.
+``scheduler_pending_pods{queue}``, ``scheduler_scheduling_algorithm_duration_seconds``,
+``scheduler_preemption_attempts_total``, ``scheduler_preemption_victims``.
 Ours carry the ``toposched_`` prefix: gang placement latency, solver outcomes, GPUs per
 model (allocated / free), fragmentation, leader status, binding and API errors, re-lists.
 """
@@ -16,6 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 # kube-scheduler's layouts: exp(0.001, 2, 15) for attempts, exp(0.01, 2, 20) for SLI-style latencies
 ATTEMPT_BUCKETS = tuple(0.001 * 2**i for i in range(15))
 LATENCY_BUCKETS = tuple(0.01 * 2**i for i in range(20))
+VICTIM_BUCKETS = tuple(float(2**i) for i in range(7))  # kube-scheduler's 1, 2, 4, ..., 64
 QUEUES = ("active", "backoff", "unschedulable", "gated")
 
 
@@ -37,6 +39,11 @@ class SchedulerMetrics:
             "scheduler_scheduling_algorithm_duration_seconds", "Engine time of one scheduling cycle (a batch).",
             buckets=ATTEMPT_BUCKETS, registry=r)
         self.pending_pods = Gauge("scheduler_pending_pods", "Pending pods by queue.", ["queue"], registry=r)
+        self.preemption_attempts = Counter(
+            "scheduler_preemption_attempts", "Preemption attempts for units that did not fit (pods or gangs).",
+            registry=r)
+        self.preemption_victims = Histogram(
+            "scheduler_preemption_victims", "Pods evicted by one preemption.", buckets=VICTIM_BUCKETS, registry=r)
         self.gang_latency = Histogram(
             "toposched_gang_placement_duration_seconds",
             "From the gang's first member seen to its last member bound.", buckets=LATENCY_BUCKETS, registry=r)

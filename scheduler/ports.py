@@ -73,7 +73,7 @@ class ObjectRef:
 
 
 class Binder(Protocol):
-    """Writes to pods: bind, annotate, report the PodScheduled condition, delete."""
+    """Writes to pods: bind, annotate, report the PodScheduled condition and the nominated node, delete."""
 
     def bind(self, pod: ObjectRef, node: str, annotations: Mapping[str, str]) -> None:
         """POST pods/binding (``annotations`` are merged into the pod by the API server)."""
@@ -86,6 +86,9 @@ class Binder(Protocol):
 
     def delete(self, pod: ObjectRef) -> None:
         """Delete the pod (its controller recreates it)."""
+
+    def set_nominated_node(self, pod: ObjectRef, node: str | None) -> None:
+        """Set (or, with None, clear) ``status.nominatedNodeName``: where a preemptor waits for its victims to go."""
 
 
 class EventSink(Protocol):

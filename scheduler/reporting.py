@@ -1,4 +1,4 @@
-"""What the scheduler tells users: events and the PodScheduled condition, written in the background.
+"""What the scheduler tells users: events, the PodScheduled condition and nominated nodes, written in the background.
 
 Best effort, never on the scheduling path: writes go to a queue that one thread drains
 (failures are logged and counted, never raised). Repeats are held back: the same
@@ -76,6 +76,10 @@ class Reporter:
                                      "message": message, "lastTransitionTime": self.wall(), "lastProbeTime": None}
         self._submit(f"condition {pod.key}", lambda: self.binder.set_condition(pod, condition))
         return True
+
+    def nominate(self, pod: ObjectRef, node: str | None) -> None:
+        """``status.nominatedNodeName`` of a preemptor (None clears it)."""
+        self._submit(f"nominate {pod.key}", lambda: self.binder.set_nominated_node(pod, node))
 
     def forget(self, key: str) -> None:
         """The pod is bound or gone: drop what is remembered about it."""

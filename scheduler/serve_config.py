@@ -10,6 +10,7 @@
     leader_election: {lease_duration_s: 15, renew_deadline_s: 10, retry_period_s: 2}
     backoff: {initial_s: 1, max_s: 10}
     gang_timeout_s: 300
+    preemption: true
     metrics_port: 10261
 
 Every field is documented in docs/deploy.md.
@@ -75,6 +76,10 @@ class ServeConfig(_Strict):
     backoff: BackoffConfig = BackoffConfig()
     # how long a gang may wait for its members before a Warning event says who is missing
     gang_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    # evict lower-priority pods (whole gangs) for a pod or gang that does not fit (docs/preemption.md)
+    preemption: bool = True
+    # a preemptor nominated this long without being placed may preempt again
+    preemption_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     # when a node counts as failed and what happens to its pods (scheduler/failures.py, docs/failures.md)
     node_failures: NodeFailureConfig = NodeFailureConfig()
     metrics_address: str = "0.0.0.0"

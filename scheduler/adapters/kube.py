@@ -400,7 +400,8 @@ def _pod_path(pod: ObjectRef, sub: str = "") -> str:
 
 
 class KubeBinder:
-    """Pod writes: pods/binding, annotations (merge patch), PodScheduled (status patch), delete."""
+    """Pod writes: pods/binding, annotations (merge patch), PodScheduled and nominatedNodeName (status
+    patches), delete."""
 
     def __init__(self, api: KubeApi) -> None:
         self.api = api
@@ -423,6 +424,11 @@ class KubeBinder:
     def set_condition(self, pod: ObjectRef, condition: Mapping[str, Any]) -> None:
         body = {"status": {"conditions": [dict(condition)]}}
         self.api.request("PATCH", _pod_path(pod, "status"), body=body, content_type=STRATEGIC_PATCH,
+                         operation=f"patch status {pod.key}")
+
+    def set_nominated_node(self, pod: ObjectRef, node: str | None) -> None:
+        body = {"status": {"nominatedNodeName": node}}
+        self.api.request("PATCH", _pod_path(pod, "status"), body=body, content_type=MERGE_PATCH,
                          operation=f"patch status {pod.key}")
 
     def delete(self, pod: ObjectRef) -> None:

@@ -1,0 +1,166 @@
+"""Preemption planning: which lower-priority pods to evict so a pod or a gang fits. Pure, no I/O.
+
+Follows kube-scheduler's default preemption (PostFilter), over the whole cluster at once
+and with the engine deciding where the preemptor goes:
+
+  1. Candidates. Bound allocations (not in flight, not already being deleted) of pods with
+     a priority below the preemptor's, in groups: the members of one gang form one group
+     (a gang runs all or nothing, so evicting one member evicts all of them) and a gang
+     with any member at the preemptor's priority or above is left alone; every other pod
+     is a group of its own. A group's priority is its highest member's.
+  2. Tiers. Over the distinct group priorities, ascending: take every group at or below
+     the tier off a copy of the snapshot and ask the engine to place the request there.
+     The first tier where it is placed fixes the highest victim priority (kube-scheduler's
+     first criterion: the lowest possible highest-victim priority). No tier: no plan.
+  3. Reprieve. Keep that placement fixed and give the groups back one by one, highest
+     priority first, then the smallest (fewest GPUs, then fewest pods): a group stays where
+     it is when the placement still fits beside it, otherwise it is taken off again and is
+     a victim.
+
+A preemptor with ``preemptionPolicy: Never`` (for a gang: any member) preempts nothing.
+The plan's placements are the nomination: where the preemptor goes once the victims are gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from models.placement import Placement
+from models.requests import GangRequest, PodRequest
+from scheduler.engine import Engine, place
+from scheduler.ledger import Allocation
+from scheduler.snapshot import Snapshot
+
+NEVER = "Never"
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """A bound allocation and what preemption needs to know of its pod."""
+
+    allocation: Allocation
+    priority: int
+    evictable: bool = True  # False: binding in flight (ASSUMED) or already being deleted
+
+
+@dataclass(frozen=True)
+class VictimGroup:
+    """Pods evicted together: one pod, or every bound member of one gang."""
+
+    key: str  # the gang key, or the pod key
+    gang: str | None
+    priority: int  # the highest of its members
+    allocations: tuple[Allocation, ...]
+
+    @property
+    def pods(self) -> tuple[str, ...]:
+        return tuple(a.key for a in self.allocations)
+
+    @property
+    def gpus(self) -> int:
+        return sum(len(a.gpus) for a in self.allocations)
+
+
+@dataclass(frozen=True)
+class PreemptionPlan:
+    """Victims to delete and the placements the preemptor is nominated for."""
+
+    request: str
+    priority: int  # the preemptor's
+    victims: tuple[VictimGroup, ...]
+    placements: tuple[Placement, ...]
+    victim_nodes: tuple[tuple[str, str], ...]  # (pod key, node name) of every victim pod
+
+    @property
+    def highest_victim_priority(self) -> int:
+        return max(g.priority for g in self.victims)
+
+    @property
+    def victim_pods(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.victim_nodes)
+
+
+def victim_groups(holders: Iterable[Holder], priority: int, exclude_gang: str | None = None) -> list[VictimGroup]:
+    """Phase 1: the groups that may be evicted for a preemptor of ``priority`` (sorted by key)."""
+    gangs: dict[str, list[Holder]] = {}
+    singles: list[Holder] = []
+    for h in holders:
+        if h.allocation.gang is not None:
+            gangs.setdefault(h.allocation.gang, []).append(h)
+        else:
+            singles.append(h)
+    out = [VictimGroup(h.allocation.key, None, h.priority, (h.allocation,))
+           for h in singles if h.evictable and h.priority < priority]
+    for gang, members in gangs.items():
+        if gang == exclude_gang or not all(m.evictable and m.priority < priority for m in members):
+            continue
+        allocs = tuple(sorted((m.allocation for m in members), key=lambda a: a.key))
+        out.append(VictimGroup(gang, gang, max(m.priority for m in members), allocs))
+    out.sort(key=lambda g: g.key)
+    return out
+
+
+def _take(snap: Snapshot, group: VictimGroup, sign: int) -> None:
+    for a in group.allocations:
+        snap.apply(a.node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, sign=sign, extended=a.extended)
+
+
+def still_fits(snap: Snapshot, placements: Iterable[Placement]) -> bool:
+    """Whether ``snap`` (with ``placements`` already applied) has nothing over-committed that they use:
+    per node CPU, memory, pod slots and the extended resources they ask for; per GPU of their sets."""
+    names = snap.arrays.ext_names
+    for p in placements:
+        n = p.node_index
+        if snap.free_cpu[n] < 0 or snap.free_mem[n] < 0 or snap.free_pods[n] < 0:
+            return False
+        for name, _ in p.extended:
+            if name in names and snap.free_ext[n, names.index(name)] < 0:
+                return False
+        if any(snap.gpu_free[n, g] < 0 for g in p.gpus):
+            return False
+    return True
+
+
+def plan_preemption(engine: Engine, snapshot: Snapshot, holders: Iterable[Holder],
+                    request: PodRequest | GangRequest, *,
+                    preemption_policy: str = "PreemptLowerPriority") -> PreemptionPlan | None:
+    """The victims and placements that let ``request`` in (phases in the module doc), or None."""
+    if preemption_policy == NEVER:
+        return None
+    priority = request.priority
+    groups = victim_groups(holders, priority, request.name if isinstance(request, GangRequest) else None)
+    if not groups:
+        return None
+
+    # 2. tiers: the lowest highest-victim priority that lets the request in
+    work = snapshot.copy()
+    removed: list[VictimGroup] = []
+    placements: tuple[Placement, ...] = ()
+    for tier in sorted({g.priority for g in groups}):
+        for g in groups:
+            if g.priority == tier:
+                _take(work, g, -1)
+                removed.append(g)
+        out = place(work, [request], engine).outcomes[0]
+        if out.placed:
+            placements = tuple(out.placements)
+            break
+    if not placements:
+        return None
+
+    # 3. reprieve: give back what the fixed placement does not need
+    for p in placements:
+        work.apply(p.node_index, p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib, extended=p.extended)
+    victims: list[VictimGroup] = []
+    for g in sorted(removed, key=lambda g: (-g.priority, g.gpus, len(g.allocations), g.key)):
+        _take(work, g, 1)
+        if not still_fits(work, placements):
+            _take(work, g, -1)
+            victims.append(g)
+    if not victims:
+        return None  # it fits without evicting anyone: nothing to preempt
+    names = snapshot.arrays.node_names
+    victims.sort(key=lambda g: (g.priority, g.key))
+    victim_nodes = tuple((a.key, names[a.node]) for g in victims for a in g.allocations)
+    return PreemptionPlan(request.name, priority, tuple(victims), placements, victim_nodes)

@@ -1,0 +1,179 @@
+"""Preemption in the scheduling loop on the in-memory cluster (bindings inline, injected clock).
+
+Cluster unless a test says otherwise: two 8-GPU nodes in one rack, filled with low-priority
+pods before the test's high-priority unit arrives::
+
+    rack r0: n0 n1      (8 GPUs each)
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from models.spec import LevelSpec
+from scheduler import loop as loop_mod
+from scheduler.fakes import InMemoryCluster, RecordingEvents
+from scheduler.loop import Scheduler
+from scheduler.serve_config import BackoffConfig, ServeConfig
+from tests.clock import ManualClock
+from tests.integration import objects as o
+
+
+class Rig:
+    """A scheduler on an in-memory cluster; ``run()`` steps until nothing is left to do now."""
+
+    def __init__(self, nodes: int = 2, **config) -> None:
+        self.clock = ManualClock()
+        self.cluster = InMemoryCluster()
+        self.events = RecordingEvents()
+        cfg = ServeConfig(levels=[LevelSpec(name="rack", label=o.RACK_LABEL)],
+                          backoff=BackoffConfig(initial_s=1, max_s=10, unschedulable_retry_s=60), **config)
+        self.s = Scheduler(cfg, self.cluster, self.events, clock=self.clock, bind_workers=0,
+                           background_reporting=False)
+        for i in range(nodes):
+            self.cluster.add_node(o.node(f"n{i}", 8, rack="r0"))
+        self.cluster.connect(self.s)
+
+    def run(self, steps: int = 30) -> None:
+        for _ in range(steps):
+            stats = self.s.step()
+            if not stats.events and not stats.decided:
+                return
+
+    def add(self, *pods) -> None:
+        for p in pods:
+            self.cluster.add_pod(p)
+        self.run()
+
+    def notes(self, key: str, reason: str) -> list[str]:
+        return [e.note for e in self.events.for_object(key, reason)]
+
+    def nominated(self, key: str) -> str | None:
+        return (self.cluster.pods[key].get("status") or {}).get("nominatedNodeName")
+
+    @property
+    def attempts(self) -> float:
+        return self.s.metrics.preemption_attempts._value.get()
+
+
+def low(name: str, gpus: int, priority: int = 1, **kw) -> dict:
+    return o.pod(name, gpus, priority=priority, **kw)
+
+
+def prioritised(pod: dict, priority: int) -> dict:
+    return {**pod, "spec": {**pod["spec"], "priority": priority}}
+
+
+@pytest.fixture
+def rig() -> Rig:
+    return Rig()
+
+
+def test_a_high_priority_pod_evicts_just_enough_and_binds_where_it_was_nominated(rig):
+    rig.add(*(low(f"l{i}", 4) for i in range(4)))  # n0 [l0 l1]  n1 [l2 l3]
+    rig.add(o.pod("hi", 4, priority=100))
+    deleted = [k for k in (f"default/l{i}" for i in range(4)) if k not in rig.cluster.pods]
+    assert len(deleted) == 1
+    node = rig.nominated("default/hi")
+    assert node is not None
+    assert rig.notes(deleted[0], "Preempted") == [f"Preempted by default/hi on node {node}"]
+    assert rig.notes("default/hi", "Preempting") == [f"Preempting 1 pod(s) of lower priority (at most 1) on node(s) {node}"]
+    assert rig.notes("default/hi", "FailedScheduling")  # the verdict is still reported
+    rig.clock.advance(2)  # past the backoff after the victim's deletion
+    rig.run()
+    assert rig.cluster.bound()["default/hi"] == node
+    assert len(rig.cluster.bound()) == 4
+    assert not rig.s._nominations
+    rig.s.cache.ledger.check_invariants()
+    hist = rig.s.metrics.preemption_victims
+    assert (rig.attempts, hist._sum.get()) == (1, 1)
+
+
+def test_the_nominated_place_is_not_given_to_a_lower_priority_pod_meanwhile(rig):
+    rig.add(*(low(f"l{i}", 8) for i in range(2)))
+    rig.add(o.pod("hi", 8, priority=100))
+    node = rig.nominated("default/hi")
+    assert node is not None and len(rig.cluster.bound()) == 1
+    rig.add(low("late", 8))  # decided while hi waits out its backoff: hi's node counts as taken
+    assert "default/late" not in rig.cluster.bound()
+    rig.clock.advance(2)
+    rig.run()
+    assert rig.cluster.bound().get("default/hi") == node and "default/late" not in rig.cluster.bound()
+
+
+def test_a_nominated_unit_does_not_preempt_again_until_the_nomination_times_out():
+    rig = Rig(preemption_timeout_s=60)
+    rig.add(*(low(f"l{i}", 8) for i in range(2)))
+    for k in ("default/l0", "default/l1"):
+        rig.cluster.fail(k, 403, times=1, operation="delete")  # the first delete of either is refused
+    rig.add(o.pod("hi", 8, priority=100))
+    assert rig.attempts == 1 and len(rig.cluster.bound()) == 2 and rig.nominated("default/hi")
+    assert rig.s.metrics.api_errors.labels(operation="delete", code="403")._value.get() == 1
+    for _ in range(3):  # cluster changes make hi try again; it waits for its nomination
+        rig.clock.advance(11)
+        rig.cluster.add_node(o.node("n0", 8, rack="r0", labels={"touch": str(rig.clock.now)}))
+        rig.run()
+    assert rig.attempts == 1
+    rig.clock.advance(30)  # 63 s on: the nomination expires: hi may preempt again, and this time the delete works
+    rig.run()
+    assert rig.attempts == 2 and len(rig.cluster.bound()) == 1
+    rig.clock.advance(11)  # past the (by now 10 s) backoff
+    rig.run()
+    assert "default/hi" in rig.cluster.bound() and len(rig.cluster.bound()) == 2
+
+
+def test_a_gang_victim_is_deleted_whole(rig):
+    # the gang (two 4-GPU members, priority 1) is the lowest tier; hi needs only one member's GPUs
+    rig.add(*(prioritised(p, 1) for p in o.our_gang("g", 2, 4)))
+    rig.add(low("a", 4, priority=5), low("b", 4, priority=5))
+    assert len(rig.cluster.bound()) == 4
+    where = rig.cluster.bound()
+    rig.add(o.pod("hi", 4, priority=100))
+    assert set(rig.cluster.pods) == {"default/a", "default/b", "default/hi"}
+    for k in ("default/g-0", "default/g-1"):
+        assert rig.notes(k, "Preempted") == [f"Preempted by default/hi on node {where[k]}"]
+    gang_nodes = ", ".join(sorted({where["default/g-0"], where["default/g-1"]}))
+    assert rig.notes("default/hi", "Preempting") == [
+        f"Preempting 2 pod(s) of lower priority (at most 1) on node(s) {gang_nodes}"]
+    rig.clock.advance(2)
+    rig.run()
+    assert "default/hi" in rig.cluster.bound()
+    rig.s.cache.ledger.check_invariants()
+
+
+def test_a_gang_preemptor_is_nominated_member_by_member():
+    rig = Rig(nodes=3)
+    rig.add(low("l0", 8), low("l1", 8), low("top", 8, priority=1000))
+    freed = {rig.cluster.bound()["default/l0"], rig.cluster.bound()["default/l1"]}
+    rig.add(*(prioritised(p, 100) for p in o.our_gang("big", 2, 8)))
+    assert set(rig.cluster.pods) == {"default/top", "default/big-0", "default/big-1"}
+    nominated = {rig.nominated(f"default/big-{i}") for i in range(2)}
+    assert nominated == freed
+    assert rig.notes("default/l0", "Preempted")[0].startswith("Preempted by gang default/big on node ")
+    rig.clock.advance(2)
+    rig.run()
+    bound = rig.cluster.bound()
+    assert {bound["default/big-0"], bound["default/big-1"]} == freed
+
+
+@pytest.mark.parametrize(("config", "spec"), [({"preemption": False}, {}), ({}, {"preemptionPolicy": "Never"})],
+                         ids=["preemption-off", "policy-never"])
+def test_nothing_is_deleted_when_preemption_is_off_or_the_pod_says_never(config, spec):
+    rig = Rig(**config)
+    rig.add(*(low(f"l{i}", 8) for i in range(2)))
+    rig.add(o.pod("hi", 8, priority=100, **spec))
+    assert len(rig.cluster.bound()) == 2 and "default/hi" in rig.cluster.pods
+    assert rig.nominated("default/hi") is None and not rig.notes("default/hi", "Preempting")
+    assert rig.notes("default/hi", "FailedScheduling")
+
+
+def test_a_failing_planner_parks_the_unit_as_before(rig, monkeypatch):
+    def broken(*a, **kw):
+        raise RuntimeError("planner bug")
+
+    monkeypatch.setattr(loop_mod, "plan_preemption", broken)
+    rig.add(*(low(f"l{i}", 8) for i in range(2)))
+    rig.add(o.pod("hi", 8, priority=100))
+    assert len(rig.cluster.bound()) == 2 and rig.notes("default/hi", "FailedScheduling")
+    rig.add(o.pod("small", 0))  # the loop goes on
+    assert "default/small" in rig.cluster.bound()
