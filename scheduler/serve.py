@@ -112,6 +112,7 @@ class SchedulerService:
     def stop(self) -> None:
         """Stop binding, release the lease, close watches and the HTTP server."""
         self._stop.set()
+        self.api.stop_limiting()  # requests queued on the rate limit finish now
         for t in self._threads:
             t.join(timeout=10)
         for r in self.reflectors:

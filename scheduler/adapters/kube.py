@@ -97,13 +97,14 @@ class TokenBucket:
     queue in arrival order and the long-run rate never exceeds ``qps``."""
 
     def __init__(self, qps: float, burst: int, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] | None = None) -> None:
         if qps <= 0 or burst < 1:
             raise ValueError(f"a token bucket needs qps > 0 and burst >= 1, not {qps} and {burst}")
         self.qps = float(qps)
         self.burst = int(burst)
         self._clock = clock
-        self._sleep = sleep
+        self._closed = threading.Event()
+        self._sleep = sleep if sleep is not None else self._closed.wait  # close() wakes every waiter
         self._lock = threading.Lock()
         self._tokens = float(burst)
         self._last = clock()
@@ -118,11 +119,17 @@ class TokenBucket:
             return 0.0 if self._tokens >= 0 else -self._tokens / self.qps
 
     def wait(self) -> float:
-        """Block until a token is ours; the seconds waited."""
+        """Block until a token is ours (or the bucket is closed); the seconds waited."""
+        if self._closed.is_set():
+            return 0.0
         delay = self.reserve()
         if delay > 0:
             self._sleep(delay)
         return delay
+
+    def close(self) -> None:
+        """Stop limiting: waiters return now, later requests do not wait (shutdown must not queue)."""
+        self._closed.set()
 
 
 def rate_limiter(qps: float, burst: int) -> TokenBucket | None:
@@ -145,7 +152,14 @@ class KubeApi:
         return KubeApi(None, self.request_timeout_s, client=self.client)
 
     def close(self) -> None:
+        if self.limiter is not None:
+            self.limiter.close()
         self.client.close()
+
+    def stop_limiting(self) -> None:
+        """Let requests through without waiting (first step of a shutdown)."""
+        if self.limiter is not None:
+            self.limiter.close()
 
     def _send(self, method: str, path: str, query: list[tuple[str, Any]] | None, body: Any,
               content_type: str | None, timeout: Any) -> Any:

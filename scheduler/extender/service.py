@@ -98,6 +98,7 @@ class ExtenderService:
 
     def stop(self) -> None:
         self._stop.set()
+        self.api.stop_limiting()  # requests queued on the rate limit finish now
         self.server.stop()
         if self._ticker is not None:
             self._ticker.join(timeout=5)

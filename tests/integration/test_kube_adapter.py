@@ -218,3 +218,15 @@ def test_requests_wait_for_the_limit_but_the_lease_does_not(apiserver):
         assert len(clock.sleeps) == 2  # the lease calls took no token
     finally:
         api.close()
+
+
+def test_closing_the_bucket_wakes_waiters_and_stops_limiting():
+    """Shutdown must not queue behind the rate limit: close() releases a sleeper at once."""
+    bucket = kube.TokenBucket(0.01, 1)  # one token, then one every 100 s
+    assert bucket.wait() == 0
+    done = threading.Event()
+    threading.Thread(target=lambda: (bucket.wait(), done.set()), daemon=True).start()
+    assert not done.wait(0.2)  # waiting for a token 100 s away
+    bucket.close()
+    assert done.wait(2)
+    assert bucket.wait() == 0
