@@ -13,6 +13,9 @@ Fed with plain API dicts (what the reflectors list and watch); owned by one thre
   gets the lowest free GPUs of its node, and moves if an annotated pod later claims them.
   Their extended resources (``rdma/ib``, hugepages, ...) are taken on their node too.
 - **Pending pods** whose ``schedulerName`` is ours are kept as raw dicts for the loop.
+- **PodDisruptionBudgets** (policy/v1) are kept read as ``Budget``s for preemption; one that
+  cannot be read (bad selector, non-integer ``disruptionsAllowed``) is left out, logged and
+  listed in ``invalid_budgets``.
 - **Assumed** placements (binding in flight) are in the ledger as ASSUMED until the watch
   shows the pod bound (``confirm``) or the bind fails (``forget``).
 """
@@ -40,6 +43,7 @@ from models.topology import TopologyArrays, build_arrays
 from scheduler import workloads
 from scheduler.ledger import Allocation, AllocState, Ledger
 from scheduler.snapshot import Snapshot
+from scheduler.workloads.disruption import Budget, BudgetError, budget_from_k8s
 from scheduler.workloads.pods import REPLICA_KINDS
 
 log = logging.getLogger("toposched.cache")
@@ -53,6 +57,8 @@ GROUP_KINDS: dict[tuple[str, str], str] = {
     ("jobset.x-k8s.io", "JobSet"): "jobsets.jobset.x-k8s.io",
     ("leaderworkerset.x-k8s.io", "LeaderWorkerSet"): "leaderworkersets.leaderworkerset.x-k8s.io",
 }
+# The reflector's resource name of policy/v1 PodDisruptionBudgets.
+PDB_RESOURCE = "poddisruptionbudgets.policy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,15 @@ class BoundPod:
     extended: tuple[tuple[str, int], ...] = ()  # extended resources by name, sorted
     priority: int = 0  # spec.priority (preemption picks victims below the preemptor's)
     terminating: bool = False  # metadata.deletionTimestamp set: already on its way out
+    labels: tuple[tuple[str, str], ...] = ()  # metadata.labels, sorted (PodDisruptionBudget selectors)
+
+
+def pod_labels(pod: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """``metadata.labels`` as sorted pairs (string keys and values only)."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    if not isinstance(labels, Mapping):
+        return ()
+    return tuple(sorted((k, v) for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)))
 
 
 def pod_priority(pod: Mapping[str, Any]) -> int:
@@ -178,7 +193,8 @@ def bound_pod(pod: Mapping[str, Any]) -> tuple[BoundPod, str | None]:
         owner = None
     rec = BoundPod(key, meta.get("uid") or "", (pod.get("spec") or {}).get("nodeName") or "", cpu, mem, gpus, milli,
                    assigned, group.key if group else None, owner, str(meta.get("resourceVersion") or ""),
-                   tuple(sorted(ext.items())), pod_priority(pod), bool(meta.get("deletionTimestamp")))
+                   tuple(sorted(ext.items())), pod_priority(pod), bool(meta.get("deletionTimestamp")),
+                   pod_labels(pod))
     return rec, problem
 
 
@@ -198,6 +214,8 @@ class ClusterCache:
         self.pending: dict[str, dict[str, Any]] = {}
         self.gated: set[str] = set()
         self.groups: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        self.budgets: dict[tuple[str, str], Budget] = {}  # (namespace, name) -> PodDisruptionBudget
+        self.invalid_budgets: dict[str, str] = {}  # "ns/name" -> why it is left out
         self.assumed: dict[str, Allocation] = {}  # key -> allocation (node index of the current arrays)
         self._assumed_nodes: dict[str, str] = {}  # key -> node name (survives rebuilds)
         self._assumed_uids: dict[str, str] = {}  # key -> the pod's uid when we decided
@@ -333,7 +351,8 @@ class ClusterCache:
 
     def _confirm(self, key: str, a: Allocation, node: str, uid: str, rv: str, pod: Mapping[str, Any]) -> None:
         rec = BoundPod(key, uid, node, a.cpu_milli, a.memory_mib, len(a.gpus), a.gpu_milli, a.gpus, a.gang, a.owner, rv,
-                       a.extended, pod_priority(pod), bool((pod.get("metadata") or {}).get("deletionTimestamp")))
+                       a.extended, pod_priority(pod), bool((pod.get("metadata") or {}).get("deletionTimestamp")),
+                       pod_labels(pod))
         self.bound[key] = rec
         self.by_node.setdefault(node, set()).add(key)
         self.bad_annotations.pop(key, None)
@@ -379,6 +398,38 @@ class ClusterCache:
         if resource is None:
             return None
         return self.groups.get(resource, {}).get((ref.namespace, ref.name))
+
+    # --- PodDisruptionBudgets --------------------------------------------------------------------
+
+    def replace_budgets(self, items: Iterable[Mapping[str, Any]]) -> None:
+        self.budgets, self.invalid_budgets = {}, {}
+        for obj in items:
+            self.upsert_budget(obj)
+
+    def upsert_budget(self, obj: Mapping[str, Any]) -> None:
+        """Read one PodDisruptionBudget; one that cannot be read is left out with a warning (once per problem)."""
+        meta = obj.get("metadata") or {}
+        ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        try:
+            budget = budget_from_k8s(obj)
+        except BudgetError as exc:
+            self.budgets.pop((ns, name), None)
+            if self.invalid_budgets.get(exc.key) != str(exc):
+                log.warning("PodDisruptionBudget ignored: %s", exc, extra={"resource": PDB_RESOURCE})
+            self.invalid_budgets[exc.key] = str(exc)
+            return
+        self.budgets[(ns, name)] = budget
+        self.invalid_budgets.pop(budget.key, None)
+
+    def delete_budget(self, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        self.budgets.pop((ns, name), None)
+        self.invalid_budgets.pop(f"{ns}/{name}", None)
+
+    def budget_list(self) -> list[Budget]:
+        """Every readable PodDisruptionBudget, by namespace and name."""
+        return [self.budgets[k] for k in sorted(self.budgets)]
 
     # --- topology + ledger --------------------------------------------------------------------
 

@@ -16,7 +16,9 @@ workers only put messages into ``inbox``. One ``step()``:
      pods (whole gangs); the victims are deleted and the unit is nominated for the freed
      place (``status.nominatedNodeName``). While the nomination stands the unit does not
      preempt again and batches without it see its place as taken; it ends when the unit
-     is placed, its pods go away, or after ``preemption_timeout_s``.
+     is placed, its pods go away, or after ``preemption_timeout_s``. PodDisruptionBudgets
+     (watched, kept in the cache) steer the victims: the planner prefers victims whose
+     eviction breaks no budget, and the ``Preempting`` event says when it cannot avoid it.
 
 Gangs are all or nothing: if any member fails to bind, members already bound are deleted
 through the API (their controller recreates them) with an event saying why, the rest are
@@ -36,7 +38,7 @@ from typing import Any
 from models.placement import Placement, RequestOutcome, SolverReport, SolverStatus
 from models.requests import GangRequest, PodRequest
 from scheduler import workloads
-from scheduler.cache import GROUP_KINDS, ClusterCache, pod_priority
+from scheduler.cache import GROUP_KINDS, PDB_RESOURCE, ClusterCache, pod_priority
 from scheduler.engine import Engine, place
 from scheduler.failures import FailureHandler
 from scheduler.leader import micro_time
@@ -253,6 +255,9 @@ class Scheduler:
         elif resource in GROUP_RESOURCES:
             self.cache.replace_groups(resource, items)
             self._groups_changed()
+        elif resource == PDB_RESOURCE:
+            self.cache.replace_budgets(items)
+            self.metrics.invalid_budgets.set(len(self.cache.invalid_budgets))
         self.synced.add(resource)
 
     def _on_event(self, resource: str, type_: str, obj: dict[str, Any]) -> None:
@@ -273,6 +278,12 @@ class Scheduler:
             else:
                 self.cache.upsert_group(resource, obj)
             self._groups_changed()
+        elif resource == PDB_RESOURCE:
+            if type_ == "DELETED":
+                self.cache.delete_budget(obj)
+            else:
+                self.cache.upsert_budget(obj)
+            self.metrics.invalid_budgets.set(len(self.cache.invalid_budgets))
 
     def _sync_pod(self, pod: Mapping[str, Any]) -> None:
         """Bring cache and queue in line with one pod's new state."""
@@ -612,7 +623,7 @@ class Scheduler:
         for a in ledger.allocations():
             rec = self.cache.bound.get(a.key)
             if ledger.state(a.key) == AllocState.BOUND and rec is not None:
-                out.append(Holder(a, rec.priority, not rec.terminating and a.key not in deleting))
+                out.append(Holder(a, rec.priority, not rec.terminating and a.key not in deleting, dict(rec.labels)))
             else:
                 pod = self.cache.pending.get(a.key)
                 out.append(Holder(a, pod_priority(pod) if pod is not None else 0, False))
@@ -647,7 +658,8 @@ class Scheduler:
             if snap is None:
                 return False
             plan = plan_preemption(self.engine, snap, holders, req,
-                                   preemption_policy=NEVER if never else "PreemptLowerPriority")
+                                   preemption_policy=NEVER if never else "PreemptLowerPriority",
+                                   budgets=self.cache.budget_list())
             if plan is None:
                 return False
             self._carry_out(unit, req, members, plan)
@@ -673,6 +685,8 @@ class Scheduler:
         count = len(plan.victim_nodes)
         note = (f"Preempting {count} pod(s) of lower priority (at most {plan.highest_victim_priority}) "
                 f"on node(s) {', '.join(nodes)}")
+        if plan.pdb_violations:
+            note += f"; {plan.pdb_violations} of them break(s) a PodDisruptionBudget"
         keys = []
         for p in plan.placements:
             key = members[p.pod] if is_gang else unit.key
@@ -682,8 +696,8 @@ class Scheduler:
             self.reporter.nominate(ref, p.node)
         self._nominations[unit.key] = Nomination(unit.key, plan.placements, frozenset(keys), self.clock())
         self.metrics.preemption_victims.observe(count)
-        log.info("preempting %d pod(s) on %s", count, ", ".join(nodes),
-                 extra={"gang" if is_gang else "pod": req.name, "count": count})
+        log.info("preempting %d pod(s) on %s (%d PodDisruptionBudget violation(s))", count, ", ".join(nodes),
+                 plan.pdb_violations, extra={"gang" if is_gang else "pod": req.name, "count": count})
 
     def _on_victim_delete(self, key: str, err: KubeApiError | None) -> None:
         if err is None or err.is_not_found:

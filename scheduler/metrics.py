@@ -74,6 +74,8 @@ class SchedulerMetrics:
         self.topology_version = Gauge("toposched_topology_version", "Topology rebuilds so far.", registry=r)
         self.invalid_objects = Gauge("toposched_invalid_nodes", "Nodes left out because their labels or "
                                      "annotations cannot be read.", registry=r)
+        self.invalid_budgets = Gauge("toposched_invalid_disruption_budgets", "PodDisruptionBudgets preemption "
+                                     "ignores because their selector or status cannot be read.", registry=r)
         for q in QUEUES:
             self.pending_pods.labels(queue=q).set(0)
         self.leader.set(0)

@@ -11,11 +11,27 @@ and with the engine deciding where the preemptor goes:
   2. Tiers. Over the distinct group priorities, ascending: take every group at or below
      the tier off a copy of the snapshot and ask the engine to place the request there.
      The first tier where it is placed fixes the highest victim priority (kube-scheduler's
-     first criterion: the lowest possible highest-victim priority). No tier: no plan.
-  3. Reprieve. Keep that placement fixed and give the groups back one by one, highest
-     priority first, then the smallest (fewest GPUs, then fewest pods): a group stays where
-     it is when the placement still fits beside it, otherwise it is taken off again and is
-     a victim.
+     criterion after PDB violations: the lowest possible highest-victim priority; see 5).
+     No tier: no plan.
+  3. Budgets first. Walk the tier's groups in reprieve order (below), counting each pod
+     against every PodDisruptionBudget that selects it (same namespace, selector matches,
+     not already in the budget's ``disruptedPods``); a group with a pod that takes a
+     budget's ``disruptionsAllowed`` below zero is *breaking*. If there are breaking groups,
+     the engine first places the request with only the other groups taken off: if that
+     works, the breaking groups are no candidates at all for this tier.
+  4. Reprieve. Keep the placement fixed and give the candidates back one by one: the
+     breaking groups first (kube-scheduler gives back PDB-violating victims first, so they
+     are kept if at all possible), then the others; within each, highest priority first,
+     then the smallest (fewest GPUs, then fewest pods). A group stays where it is when the
+     placement still fits beside it, otherwise it is taken off again and is a victim. The
+     plan's ``pdb_violations`` counts the victim pods whose eviction takes a budget below
+     zero, counting the other victims it selects.
+  5. PDB tiers. A plan with violations is not taken at once: the next tiers (each taking
+     more groups off) are planned too and the first plan without a violation wins; if none
+     has one, the plan of the first placing tier stands. kube-scheduler puts fewest
+     violations before lowest highest-victim priority; here the lowest tier still wins
+     unless a higher one spares every budget, which is the closest the tier approach gets
+     without comparing every tier's plan.
 
 A preemptor with ``preemptionPolicy: Never`` (for a gang: any member) preempts nothing.
 The plan's placements are the nomination: where the preemptor goes once the victims are gone.
@@ -23,14 +39,15 @@ The plan's placements are the nomination: where the preemptor goes once the vict
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from models.placement import Placement
 from models.requests import GangRequest, PodRequest
 from scheduler.engine import Engine, place
 from scheduler.ledger import Allocation
 from scheduler.snapshot import Snapshot
+from scheduler.workloads.disruption import Budget, Tally, covering
 
 NEVER = "Never"
 
@@ -42,6 +59,7 @@ class Holder:
     allocation: Allocation
     priority: int
     evictable: bool = True  # False: binding in flight (ASSUMED) or already being deleted
+    labels: Mapping[str, str] = field(default_factory=dict)  # the pod's labels (PodDisruptionBudget selectors)
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,7 @@ class PreemptionPlan:
     victims: tuple[VictimGroup, ...]
     placements: tuple[Placement, ...]
     victim_nodes: tuple[tuple[str, str], ...]  # (pod key, node name) of every victim pod
+    pdb_violations: int = 0  # victim pods whose eviction takes a PodDisruptionBudget below zero
 
     @property
     def highest_victim_priority(self) -> int:
@@ -124,43 +143,98 @@ def still_fits(snap: Snapshot, placements: Iterable[Placement]) -> bool:
 
 def plan_preemption(engine: Engine, snapshot: Snapshot, holders: Iterable[Holder],
                     request: PodRequest | GangRequest, *,
-                    preemption_policy: str = "PreemptLowerPriority") -> PreemptionPlan | None:
+                    preemption_policy: str = "PreemptLowerPriority",
+                    budgets: Sequence[Budget] = ()) -> PreemptionPlan | None:
     """The victims and placements that let ``request`` in (phases in the module doc), or None."""
     if preemption_policy == NEVER:
         return None
     priority = request.priority
+    holders = list(holders)
     groups = victim_groups(holders, priority, request.name if isinstance(request, GangRequest) else None)
     if not groups:
         return None
+    budgets = list(budgets)
+    cover: dict[str, tuple[int, ...]] = {}
+    if budgets:
+        members = {a.key for g in groups for a in g.allocations}
+        cover = {h.allocation.key: covering(budgets, h.allocation.key, h.labels)
+                 for h in holders if h.allocation.key in members}
 
-    # 2. tiers: the lowest highest-victim priority that lets the request in
+    # 2. tiers: the lowest highest-victim priority that lets the request in; 5. more tiers while
+    # the plan breaks a budget, for one that does not
     work = snapshot.copy()
     removed: list[VictimGroup] = []
-    placements: tuple[Placement, ...] = ()
+    first: PreemptionPlan | None = None
     for tier in sorted({g.priority for g in groups}):
         for g in groups:
             if g.priority == tier:
                 _take(work, g, -1)
                 removed.append(g)
-        out = place(work, [request], engine).outcomes[0]
-        if out.placed:
-            placements = tuple(out.placements)
-            break
-    if not placements:
-        return None
+        placed, plan = _plan_tier(engine, work, removed, request, budgets, cover)
+        if not placed:
+            continue
+        if plan is None:
+            return first  # it fits without evicting anyone: nothing (more) to preempt
+        if plan.pdb_violations == 0:
+            return plan
+        if first is None:
+            first = plan
+    return first
 
-    # 3. reprieve: give back what the fixed placement does not need
+
+def _importance(g: VictimGroup) -> tuple[int, int, int, str]:
+    """Reprieve order: highest priority first, then the smallest (fewest GPUs, then fewest pods)."""
+    return (-g.priority, g.gpus, len(g.allocations), g.key)
+
+
+def _plan_tier(engine: Engine, work: Snapshot, removed: list[VictimGroup], request: PodRequest | GangRequest,
+               budgets: Sequence[Budget], cover: Mapping[str, tuple[int, ...]],
+               ) -> tuple[bool, PreemptionPlan | None]:
+    """Phases 3 and 4 for one tier (``work`` has every group of ``removed`` taken off; it is not changed):
+    whether the request is placed, and the plan (None when it needs no victim)."""
+    order = sorted(removed, key=_importance)
+    breaking: set[str] = set()
+    if budgets:
+        tally = Tally(budgets)
+        # every pod is counted (a list, not a short-circuiting generator)
+        breaking = {g.key for g in order if any([tally.take(a.key, cover.get(a.key, ())) for a in g.allocations])}
+    if breaking:
+        spared = work.copy()
+        for g in removed:
+            if g.key in breaking:
+                _take(spared, g, 1)
+        out = place(spared, [request], engine).outcomes[0]
+        if out.placed:
+            rest = [g for g in order if g.key not in breaking]
+            return True, _reprieve(spared, rest, tuple(out.placements), request, budgets, cover)
+    out = place(work, [request], engine).outcomes[0]
+    if not out.placed:
+        return False, None
+    order = [g for g in order if g.key in breaking] + [g for g in order if g.key not in breaking]
+    return True, _reprieve(work.copy(), order, tuple(out.placements), request, budgets, cover)
+
+
+def _reprieve(work: Snapshot, order: list[VictimGroup], placements: tuple[Placement, ...],
+              request: PodRequest | GangRequest, budgets: Sequence[Budget],
+              cover: Mapping[str, tuple[int, ...]]) -> PreemptionPlan | None:
+    """Give ``order``'s groups back one by one on ``work`` (changed) around the fixed ``placements``;
+    the ones that do not fit are the victims. None when there are none."""
     for p in placements:
         work.apply(p.node_index, p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib, extended=p.extended)
     victims: list[VictimGroup] = []
-    for g in sorted(removed, key=lambda g: (-g.priority, g.gpus, len(g.allocations), g.key)):
+    for g in order:
         _take(work, g, 1)
         if not still_fits(work, placements):
             _take(work, g, -1)
             victims.append(g)
     if not victims:
-        return None  # it fits without evicting anyone: nothing to preempt
-    names = snapshot.arrays.node_names
+        return None
+    violations = 0
+    if budgets:
+        tally = Tally(budgets)
+        for g in sorted(victims, key=_importance):
+            violations += sum(tally.take(a.key, cover.get(a.key, ())) for a in g.allocations)
+    names = work.arrays.node_names
     victims.sort(key=lambda g: (g.priority, g.key))
     victim_nodes = tuple((a.key, names[a.node]) for g in victims for a in g.allocations)
-    return PreemptionPlan(request.name, priority, tuple(victims), placements, victim_nodes)
+    return PreemptionPlan(request.name, request.priority, tuple(victims), placements, victim_nodes, violations)

@@ -1,7 +1,8 @@
 """``toposched serve --mode scheduler``: wire reflectors, loop, leader election and HTTP together.
 
-Threads: one reflector per watched resource (nodes, pods, each PodGroup / job kind), the
-scheduling loop, the leader elector, the binding pool, the reporter and the HTTP server.
+Threads: one reflector per watched resource (nodes, pods, each PodGroup / job kind,
+PodDisruptionBudgets), the scheduling loop, the leader elector, the binding pool, the
+reporter and the HTTP server.
 Every replica keeps a warm cache; only the lease holder binds. Readiness: nodes and pods
 listed at least once. Liveness: the loop stepped within ``LIVENESS_S``.
 """
@@ -70,7 +71,7 @@ class SchedulerService:
                                          on_started=self._leading, on_stopped=self._not_leading)
         self.scheduler = Scheduler(config, self.binder, self.events, metrics=self.metrics,
                                    is_leader=lambda: self.is_leader, on_bound=opts.on_bound)
-        resources = [kube.NODES, kube.PODS, *kube.GROUP_RESOURCES]
+        resources = [kube.NODES, kube.PODS, *kube.GROUP_RESOURCES, kube.PDBS]
         self.reflectors = [kube.Reflector(self.api, r, self.scheduler, watch_timeout_s=config.watch_timeout_s,
                                           on_relist=self._relisted, on_error=self.scheduler._api_error)
                            for r in resources]

@@ -227,6 +227,9 @@ GROUP_RESOURCES = (
     Resource("leaderworkersets.leaderworkerset.x-k8s.io", "/apis/leaderworkerset.x-k8s.io/v1/leaderworkersets",
              optional=True),
 )
+# policy/v1 PodDisruptionBudgets (preemption prefers victims that break none); optional like the CRDs:
+# a server without policy/v1 answers 404 and the scheduler preempts without budgets
+PDBS = Resource("poddisruptionbudgets.policy", "/apis/policy/v1/poddisruptionbudgets", optional=True)
 
 
 class WatchSink(Protocol):

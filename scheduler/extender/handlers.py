@@ -16,8 +16,10 @@ Single pod, per verb:
   bind        the best GPU set on the chosen node -> ledger assume -> Binding carrying
               the assignment annotations -> on failure, forget;
   preempt     per candidate node, kube-scheduler's victims plus the fewest lower-priority
-              GPU pods (lowest priority first, then reprieved highest first) whose removal
-              leaves a free GPU set; nodes where none would do are dropped.
+              GPU pods (lowest priority first, then reprieved: those whose eviction would
+              break a PodDisruptionBudget first, then highest priority first) whose removal
+              leaves a free GPU set; ``numPDBViolations`` adds the budgets our extra victims
+              break; nodes where none would do are dropped.
 
 Gang member: once its minimum members exist, the first member filtered places the whole gang (``scheduler.engine.place``) and
 reserves every member's slot (``reservations.py``); filter admits a member only on its
@@ -52,6 +54,7 @@ from scheduler.extender.state import ClusterState
 from scheduler.ledger import LedgerError
 from scheduler.ports import Binder, EventSink, KubeApiError, ObjectRef
 from scheduler.snapshot import PodShape, Snapshot
+from scheduler.workloads.disruption import Tally, covering
 
 log = logging.getLogger("toposched.extender")
 
@@ -585,8 +588,11 @@ class ExtenderHandlers:
         The filters are node-local, so every node is decided in the same few engine passes:
           1. remove kube-scheduler's victims everywhere; nodes that fit now keep exactly those;
           2. on the rest, also remove every lower-priority GPU pod; nodes that still do not fit drop out;
-          3. reprieve in rounds: round k gives back each node's k-th pod (highest priority first,
-             then fewer GPUs) and takes it again where the pod would no longer fit; those are victims.
+          3. reprieve in rounds: round k gives back each node's k-th pod and takes it again where the
+             pod would no longer fit; those are victims. The order per node, as kube-scheduler's: the
+             pods whose eviction would break a PodDisruptionBudget (counting kube-scheduler's victims
+             against the budgets first) before the others, each by highest priority, then fewer GPUs.
+             The victims we add that break a budget are added to kube-scheduler's ``numPDBViolations``.
         """
         index = snap.arrays.node_index
         out: dict[str, wire.MetaVictims] = {}
@@ -597,17 +603,31 @@ class ExtenderHandlers:
             else:
                 out[name] = victims  # nothing better to say about a node we do not know
         extras: dict[str, list[tuple[str, Any]]] = {}
+        budgets = self.state.budgets()
+        tallies: dict[str, Tally] = {}  # per node: what the budgets allow after kube-scheduler's victims
+        covers: dict[str, tuple[str, tuple[int, ...]]] = {}  # uid -> (pod key, the budgets selecting it)
         for name, node in nodes.items():
             uids = {p.uid for p in given[name].pods or []}
             mine = []
+            tally = Tally(budgets)
             for pod, a in self.state.pods_on_node(name):
                 uid = _uid(pod)
+                if budgets:
+                    key = str((pod.get("metadata") or {}).get("name") or "")
+                    covers[uid] = (key, covering(budgets, key, (pod.get("metadata") or {}).get("labels")))
                 if uid in uids:
                     snap.apply(node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, sign=-1,
                            extended=a.extended)
+                    if budgets:
+                        tally.take(*covers[uid])
                 elif a.gpus and _priority(pod) < work.request.priority:
                     mine.append((_priority(pod), len(a.gpus), uid, a))
             mine.sort(key=lambda t: (-t[0], t[1], t[2]))
+            if budgets:
+                trial = tally.copy()
+                breaking = {t[2] for t in mine if trial.take(*covers[t[2]])}
+                mine = [t for t in mine if t[2] in breaking] + [t for t in mine if t[2] not in breaking]
+            tallies[name] = tally
             extras[name] = [(uid, a) for _, _, uid, a in mine]
         fits = self._fits(snap, work.shape, list(nodes.values()))
         need = [n for n in nodes if not fits[nodes[n]]]
@@ -635,7 +655,8 @@ class ExtenderHandlers:
                     chosen[n].append(uid)
         for n in need:
             pods = [*(given[n].pods or []), *(wire.MetaPod(uid=u) for u in chosen[n])]
-            out[n] = wire.MetaVictims(pods=pods, num_pdb_violations=given[n].num_pdb_violations)
+            added = sum(tallies[n].take(*covers[u]) for u in chosen[n]) if budgets else 0
+            out[n] = wire.MetaVictims(pods=pods, num_pdb_violations=given[n].num_pdb_violations + added)
         return out
 
     def _fits(self, snap: Snapshot, shape: PodShape, nodes: Sequence[int]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """``toposched serve --mode extender``: reflectors -> cache -> verbs -> HTTP(S), plus metrics and health.
 
 Threads: one reflector per watched resource (nodes, all non-terminal pods, PodGroup / job
-kinds) writing into ``CacheState``; the extender HTTP server (one thread per connection);
+kinds, PodDisruptionBudgets) writing into ``CacheState``; the extender HTTP server (one thread per connection);
 a ticker that expires gang reservations and holds and rebuilds the topology after node
 changes; the status server (``/metrics``, ``/healthz``, ``/readyz``). No leader election:
 each kube-scheduler replica calls its own sidecar and only the leading kube-scheduler
@@ -68,7 +68,7 @@ class ExtenderService:
         binder = kube.KubeBinder(self.api) if opts.bind else None
         self.handlers = ExtenderHandlers(self.state, Engine.from_config(config.placement), binder=binder,
                                          events=events, gang_timeout_s=config.gang_timeout_s)
-        resources = [kube.NODES, kube.PODS, *kube.GROUP_RESOURCES]
+        resources = [kube.NODES, kube.PODS, *kube.GROUP_RESOURCES, kube.PDBS]
         self.reflectors = [kube.Reflector(self.api, r, self.state, watch_timeout_s=config.watch_timeout_s,
                                           on_relist=self._relisted) for r in resources]
         self.state.synced_when(*(r.synced for r in self.reflectors[:2]))

@@ -3,7 +3,8 @@
 The cache is built for one owning thread; in extender mode the reflectors (watch threads)
 write to it and the HTTP threads read it, so ``CacheState`` puts one lock around both and
 is itself the reflectors' ``WatchSink``. It adds the one thing the cache does not keep
-that preemption needs: the priority of every bound pod. ``ClusterState`` is the
+that preemption needs: the priority of every bound pod (the PodDisruptionBudgets and pod
+labels preempt also reads are in the cache). ``ClusterState`` is the
 interface the handlers use; tests build a ``CacheState`` from Node/Pod dicts.
 """
 
@@ -16,9 +17,10 @@ from typing import Any, Protocol
 from models.placement import Placement
 from models.spec import LevelSpec
 from scheduler import workloads
-from scheduler.cache import GROUP_KINDS, ClusterCache
+from scheduler.cache import GROUP_KINDS, PDB_RESOURCE, ClusterCache
 from scheduler.ledger import Allocation, LedgerError
 from scheduler.snapshot import Snapshot
+from scheduler.workloads.disruption import Budget
 
 
 class ClusterState(Protocol):
@@ -47,7 +49,11 @@ class ClusterState(Protocol):
     def bound_gang_members(self, gang: str) -> int: ...
 
     def pods_on_node(self, node: str) -> list[tuple[dict[str, Any], Allocation]]:
-        """``({metadata: {uid}, spec: {priority}}, allocation)`` of every pod the ledger has on ``node``."""
+        """``({metadata: {uid, name: pod key, labels}, spec: {priority}}, allocation)`` of every pod the
+        ledger has on ``node``."""
+
+    def budgets(self) -> list[Budget]:
+        """The readable PodDisruptionBudgets (empty when none are watched)."""
 
 
 class CacheState:
@@ -86,6 +92,8 @@ class CacheState:
                     self._note(pod)
             elif resource in GROUP_KINDS.values():
                 self.cache.replace_groups(resource, items)
+            elif resource == PDB_RESOURCE:
+                self.cache.replace_budgets(items)
 
     def apply(self, resource: str, type_: str, obj: dict[str, Any]) -> None:
         with self._lock:
@@ -108,6 +116,11 @@ class CacheState:
                     self.cache.delete_group(resource, obj)
                 else:
                     self.cache.upsert_group(resource, obj)
+            elif resource == PDB_RESOURCE:
+                if type_ == "DELETED":
+                    self.cache.delete_budget(obj)
+                else:
+                    self.cache.upsert_budget(obj)
 
     def _note(self, pod: Mapping[str, Any]) -> None:
         key = workloads.pod_key(pod)
@@ -205,6 +218,13 @@ class CacheState:
                 alloc = ledger.get(key)
                 if alloc is None:
                     continue
-                uid, prio = self._priority.get(key, (self.cache.bound[key].uid if key in self.cache.bound else "", 0))
-                out.append(({"metadata": {"uid": uid, "name": key}, "spec": {"priority": prio}}, alloc))
+                rec = self.cache.bound.get(key)
+                uid, prio = self._priority.get(key, (rec.uid if rec is not None else "", 0))
+                labels = dict(rec.labels) if rec is not None else {}
+                out.append(({"metadata": {"uid": uid, "name": key, "labels": labels}, "spec": {"priority": prio}},
+                            alloc))
             return out
+
+    def budgets(self) -> list[Budget]:
+        with self._lock:
+            return self.cache.budget_list()

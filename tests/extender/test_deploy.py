@@ -92,4 +92,5 @@ def test_service_account_and_lease_rights_match(config, pod_spec):
     assert any(lease["resourceName"] in r.get("resourceNames", []) for r in role["rules"])
     extender_role = next(d for d in rbac if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "toposched-extender")
     granted = {(res, verb) for r in extender_role["rules"] for res in r["resources"] for verb in r["verbs"]}
-    assert {("pods/binding", "create"), ("nodes", "watch"), ("pods", "watch"), ("events", "create")} <= granted
+    assert {("pods/binding", "create"), ("nodes", "watch"), ("pods", "watch"), ("events", "create"),
+            ("poddisruptionbudgets", "list"), ("poddisruptionbudgets", "watch")} <= granted

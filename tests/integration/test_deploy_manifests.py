@@ -132,6 +132,7 @@ def _allowed(rules: list[dict[str, Any]], group: str, resource: str, verb: str) 
     ("scheduling.x-k8s.io", "podgroups", "watch"), ("scheduling.volcano.sh", "podgroups", "watch"),
     ("scheduling.k8s.io", "podgroups", "watch"), ("kubeflow.org", "pytorchjobs", "watch"),
     ("jobset.x-k8s.io", "jobsets", "watch"), ("leaderworkerset.x-k8s.io", "leaderworkersets", "watch"),
+    ("policy", "poddisruptionbudgets", "list"), ("policy", "poddisruptionbudgets", "watch"),
 ])
 def test_cluster_role_allows_what_the_adapter_does(group, resource, verb):
     rules = one(DEPLOY / "scheduler" / "rbac.yaml", "ClusterRole")["rules"]
@@ -149,7 +150,7 @@ def test_every_watched_resource_is_in_the_cluster_role():
     from scheduler.adapters import kube
 
     rules = one(DEPLOY / "scheduler" / "rbac.yaml", "ClusterRole")["rules"]
-    for res in (kube.NODES, kube.PODS, *kube.GROUP_RESOURCES):
+    for res in (kube.NODES, kube.PODS, *kube.GROUP_RESOURCES, kube.PDBS):
         plural, _, group = res.name.partition(".")
         assert _allowed(rules, group, plural, "list") and _allowed(rules, group, plural, "watch"), res.name
 

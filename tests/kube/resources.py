@@ -140,6 +140,7 @@ TIME_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
     "leases.coordination.k8s.io": (("spec.acquireTime", "micro"), ("spec.renewTime", "micro")),
     "events": (("firstTimestamp", "time"), ("lastTimestamp", "time"), ("eventTime", "micro"),
                ("series.lastObservedTime", "micro")),
+    "poddisruptionbudgets.policy": (("status.conditions[].lastTransitionTime", "time"),),
 }
 
 
@@ -341,6 +342,83 @@ def _validate_lease(lease: Obj) -> list[FieldCause]:
     return causes
 
 
+# --- poddisruptionbudgets (policy/v1) ----------------------------------------------------------------------
+
+# policy/v1 PodDisruptionBudgetStatus: these int32 fields have no omitempty, so a fresh status shows them as 0.
+_PDB_STATUS_INTS = ("disruptionsAllowed", "currentHealthy", "desiredHealthy", "expectedPods")
+_PERCENT = re.compile(r"^[0-9]+%$")
+_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+def _default_pdb(pdb: Obj) -> None:
+    """PrepareForCreate: the status is reset (the disruption controller fills it in later)."""
+    pdb["status"] = {name: 0 for name in _PDB_STATUS_INTS}
+
+
+def _validate_int_or_percent(value: Any, where: str, causes: list[FieldCause]) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        causes.append(FieldCause(where, "FieldValueInvalid", f"Invalid value: {value!r}: must be an integer or a "
+                                                             "percentage"))
+    elif isinstance(value, int):
+        if value < 0:
+            causes.append(FieldCause(where, "FieldValueInvalid",
+                                     f"Invalid value: {value}: must be greater than or equal to 0"))
+    elif not _PERCENT.match(value):
+        causes.append(FieldCause(where, "FieldValueInvalid",
+                                 f'Invalid value: "{value}": a valid percent string must be a numeric string '
+                                 "followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is "
+                                 "'[0-9]+%')"))
+    elif int(value[:-1]) > 100:
+        causes.append(FieldCause(where, "FieldValueInvalid", f'Invalid value: "{value}": must not be greater than '
+                                                             "100%"))
+
+
+def _validate_label_selector(selector: Any, where: str, causes: list[FieldCause]) -> None:
+    if selector is None:
+        return
+    if not isinstance(selector, dict):
+        causes.append(FieldCause(where, "FieldValueInvalid", "Invalid value: must be an object"))
+        return
+    for i, expr in enumerate(selector.get("matchExpressions") or []):
+        at = f"{where}.matchExpressions[{i}]"
+        op = expr.get("operator") if isinstance(expr, dict) else None
+        values = (expr.get("values") or []) if isinstance(expr, dict) else []
+        if op in ("In", "NotIn") and not values:
+            causes.append(FieldCause(f"{at}.values", "FieldValueRequired",
+                                     "Required value: must be specified when `operator` is 'In' or 'NotIn'"))
+        elif op in ("Exists", "DoesNotExist") and values:
+            causes.append(FieldCause(f"{at}.values", "FieldValueForbidden",
+                                     "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"))
+        elif op not in _SELECTOR_OPERATORS:
+            causes.append(FieldCause(f"{at}.operator", "FieldValueInvalid",
+                                     f'Invalid value: "{op}": not a valid selector operator'))
+
+
+def _validate_pdb(pdb: Obj) -> list[FieldCause]:
+    """ValidatePodDisruptionBudget (spec and status) of policy/v1, the parts a test can trip over."""
+    causes: list[FieldCause] = []
+    spec = pdb.get("spec") or {}
+    if spec.get("minAvailable") is not None and spec.get("maxUnavailable") is not None:
+        causes.append(FieldCause("spec", "FieldValueInvalid",
+                                 "Invalid value: minAvailable and maxUnavailable cannot be both set"))
+    _validate_int_or_percent(spec.get("minAvailable"), "spec.minAvailable", causes)
+    _validate_int_or_percent(spec.get("maxUnavailable"), "spec.maxUnavailable", causes)
+    _validate_label_selector(spec.get("selector"), "spec.selector", causes)
+    policy = spec.get("unhealthyPodEvictionPolicy")
+    if policy is not None and policy not in ("IfHealthyBudget", "AlwaysAllow"):
+        causes.append(FieldCause("spec.unhealthyPodEvictionPolicy", "FieldValueNotSupported",
+                                 f'Unsupported value: "{policy}": supported values: "AlwaysAllow", "IfHealthyBudget"'))
+    status = pdb.get("status") or {}
+    for name in _PDB_STATUS_INTS:
+        value = status.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            causes.append(FieldCause(f"status.{name}", "FieldValueInvalid",
+                                     f"Invalid value: {value}: must be greater than or equal to 0"))
+    return causes
+
+
 # --- events (core/v1 storage, events.k8s.io/v1 view) -----------------------------------------------------
 
 # events.k8s.io/v1 field -> core/v1 field (pkg/apis/events/v1 conversion).
@@ -448,6 +526,9 @@ def builtin_types() -> list[ResourceType]:
                      validate=_validate_events_v1, to_storage=_events_v1_to_core, from_storage=_core_to_events_v1),
         ResourceType("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True, struct_fields=("spec",),
                      validate=_validate_lease),
+        ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", namespaced=True,
+                     has_status=True, tracks_generation=True, struct_fields=("spec", "status"),
+                     default=_default_pdb, validate=_validate_pdb),
     ]
 
 
