@@ -11,44 +11,15 @@ import json
 
 import pytest
 
-from models.spec import LevelSpec
-from scheduler.fakes import InMemoryCluster, RecordingEvents
 from scheduler.loop import Scheduler
-from scheduler.serve_config import BackoffConfig, ServeConfig
-from tests.clock import ManualClock
 from tests.integration import objects as o
+from tests.scheduler.rig import LoopRig
 
 ASSIGNMENT = "toposched.io/assignment"
 
 
-class Rig:
-    """A scheduler wired to an in-memory cluster; ``run()`` steps until nothing is left to do now."""
-
-    def __init__(self, nodes: int = 4, per_rack: int = 2, leader: bool = True, **config) -> None:
-        self.clock = ManualClock()
-        self.cluster = InMemoryCluster()
-        self.events = RecordingEvents()
-        self.leading = leader
-        cfg = ServeConfig(levels=[LevelSpec(name="rack", label=o.RACK_LABEL)],
-                          backoff=BackoffConfig(initial_s=1, max_s=10, unschedulable_retry_s=60), **config)
-        self.s = Scheduler(cfg, self.cluster, self.events, clock=self.clock, bind_workers=0,
-                           background_reporting=False, is_leader=lambda: self.leading)
-        for i in range(nodes):
-            self.cluster.add_node(o.node(f"n{i}", 8, rack=f"r{i // per_rack}"))
-        self.cluster.connect(self.s)
-
-    def run(self, steps: int = 20) -> None:
-        for _ in range(steps):
-            stats = self.s.step()
-            if not stats.events and not stats.decided:
-                return
-
-    def add(self, *pods) -> None:
-        for p in pods:
-            self.cluster.add_pod(p)
-
-    def notes(self, key: str, reason: str) -> list[str]:
-        return [e.note for e in self.events.for_object(key, reason)]
+class Rig(LoopRig):
+    """Four nodes in two racks (see the module docstring)."""
 
 
 @pytest.fixture

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import logging
 
-from models.spec import LevelSpec
 from scheduler.cache import PDB_RESOURCE
-from scheduler.fakes import InMemoryCluster, RecordingEvents
-from scheduler.loop import Scheduler
-from scheduler.serve_config import BackoffConfig, ServeConfig
-from tests.clock import ManualClock
 from tests.integration import objects as o
+from tests.scheduler.rig import LoopRig
 
 
 def pdb(name: str, selector, allowed) -> dict:
@@ -24,28 +20,12 @@ def pdb(name: str, selector, allowed) -> dict:
             "spec": {"selector": selector}, "status": {"disruptionsAllowed": allowed}}
 
 
-class Rig:
+class Rig(LoopRig):
+    """One node holding two priority-1 pods of 4 GPUs: ``p`` (app=db) and ``q``."""
+
     def __init__(self) -> None:
-        self.cluster = InMemoryCluster()
-        self.events = RecordingEvents()
-        cfg = ServeConfig(levels=[LevelSpec(name="rack", label=o.RACK_LABEL)],
-                          backoff=BackoffConfig(initial_s=1, max_s=10, unschedulable_retry_s=60))
-        self.s = Scheduler(cfg, self.cluster, self.events, clock=ManualClock(), bind_workers=0,
-                           background_reporting=False)
-        self.cluster.add_node(o.node("n0", 8, rack="r0"))
-        self.cluster.connect(self.s)
+        super().__init__(1, settle=True, steps=30)
         self.add(o.pod("p", 4, priority=1, labels={"app": "db"}), o.pod("q", 4, priority=1))
-
-    def run(self) -> None:
-        for _ in range(30):
-            stats = self.s.step()
-            if not stats.events and not stats.decided:
-                return
-
-    def add(self, *pods) -> None:
-        for p in pods:
-            self.cluster.add_pod(p)
-        self.run()
 
     def budgets(self, *objs) -> None:
         self.s.replace(PDB_RESOURCE, list(objs))

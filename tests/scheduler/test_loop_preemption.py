@@ -10,43 +10,16 @@ from __future__ import annotations
 
 import pytest
 
-from models.spec import LevelSpec
 from scheduler import loop as loop_mod
-from scheduler.fakes import InMemoryCluster, RecordingEvents
-from scheduler.loop import Scheduler
-from scheduler.serve_config import BackoffConfig, ServeConfig
-from tests.clock import ManualClock
 from tests.integration import objects as o
+from tests.scheduler.rig import LoopRig
 
 
-class Rig:
-    """A scheduler on an in-memory cluster; ``run()`` steps until nothing is left to do now."""
+class Rig(LoopRig):
+    """Two nodes in one rack; ``add()`` runs the loop."""
 
     def __init__(self, nodes: int = 2, **config) -> None:
-        self.clock = ManualClock()
-        self.cluster = InMemoryCluster()
-        self.events = RecordingEvents()
-        cfg = ServeConfig(levels=[LevelSpec(name="rack", label=o.RACK_LABEL)],
-                          backoff=BackoffConfig(initial_s=1, max_s=10, unschedulable_retry_s=60), **config)
-        self.s = Scheduler(cfg, self.cluster, self.events, clock=self.clock, bind_workers=0,
-                           background_reporting=False)
-        for i in range(nodes):
-            self.cluster.add_node(o.node(f"n{i}", 8, rack="r0"))
-        self.cluster.connect(self.s)
-
-    def run(self, steps: int = 30) -> None:
-        for _ in range(steps):
-            stats = self.s.step()
-            if not stats.events and not stats.decided:
-                return
-
-    def add(self, *pods) -> None:
-        for p in pods:
-            self.cluster.add_pod(p)
-        self.run()
-
-    def notes(self, key: str, reason: str) -> list[str]:
-        return [e.note for e in self.events.for_object(key, reason)]
+        super().__init__(nodes, per_rack=nodes, settle=True, steps=30, **config)
 
     def nominated(self, key: str) -> str | None:
         return (self.cluster.pods[key].get("status") or {}).get("nominatedNodeName")
