@@ -15,8 +15,10 @@ workers only put messages into ``inbox``. One ``step()``:
   5. Preemption (``scheduler.preemption``): a unit that did not fit may evict lower-priority
      pods (whole gangs); the victims are deleted and the unit is nominated for the freed
      place (``status.nominatedNodeName``). While the nomination stands the unit does not
-     preempt again and batches without it see its place as taken; it ends when the unit
-     is placed, its pods go away, or after ``preemption_timeout_s``. PodDisruptionBudgets
+     preempt again, and units of its priority or lower decided without it see its place as
+     taken (higher ones may take it); it ends when the unit is placed, its pods go away, its
+     victims are gone and it still does not fit (it plans again), or after
+     ``preemption_timeout_s``. PodDisruptionBudgets
      (watched, kept in the cache) steer the victims: the planner prefers victims whose
      eviction breaks no budget, and the ``Preempting`` event says when it cannot avoid it.
 
@@ -97,6 +99,8 @@ class Nomination:
     placements: tuple[Placement, ...]
     pods: frozenset[str]  # the preemptor's pod keys
     since: float
+    priority: int = 0  # the preemptor's: only units of this priority or lower respect the hold
+    victims: frozenset[str] = frozenset()  # pod keys deleted for it
 
 
 @dataclass
@@ -398,7 +402,40 @@ class Scheduler:
                 plan.append((unit, req, members))
         if not requests:
             return
-        snap = self._snapshot({unit.key for unit, _, _ in plan})
+        batch = {unit.key for unit, _, _ in plan}
+        for group in self._by_holds(plan, batch):
+            self._decide_batch(group, batch, stats)
+        # after the batch's placements are assumed, so no victim is evicted for a place a
+        # lower-priority unit of the same batch has just taken
+        todo, self._to_preempt = self._to_preempt, []
+        if todo:
+            self._preempt_all(todo)
+
+    def _by_holds(self, plan: list[tuple[Unit, Any, dict[str, str]]], batch: set[str],
+                  ) -> list[list[tuple[Unit, Any, dict[str, str]]]]:
+        """The batch in runs of units that respect the same nominations (those of units outside
+        the batch with at least the unit's priority), in order: one run unless a nomination of
+        lower priority than some unit stands."""
+        if not self._nominations:
+            return [plan]
+        outside = [(k, n.priority) for k, n in self._nominations.items() if k not in batch]
+        runs: list[list[tuple[Unit, Any, dict[str, str]]]] = []
+        last: tuple[str, ...] | None = None
+        for entry in plan:
+            prio = _priority_of(entry[1])
+            held = tuple(sorted(k for k, p in outside if p >= prio))
+            if runs and held == last:
+                runs[-1].append(entry)
+            else:
+                runs.append([entry])
+                last = held
+        return runs
+
+    def _decide_batch(self, plan: list[tuple[Unit, Any, dict[str, str]]], batch: set[str],
+                      stats: CycleStats) -> None:
+        """One engine call for ``plan`` (units respecting the same nominations), outcomes applied."""
+        requests = [req for _, req, _ in plan]
+        snap = self._snapshot(batch, _priority_of(requests[0]))
         t0 = time.perf_counter()
         if snap is None:
             n = len(self.cache.invalid_nodes)
@@ -418,14 +455,9 @@ class Scheduler:
         else:
             for (unit, req, members), out in zip(plan, outcomes, strict=True):
                 self._apply_outcome(unit, req, members, out, stats)
-        # after the batch's placements are assumed, so no victim is evicted for a place a
-        # lower-priority unit of the same batch has just taken
-        todo, self._to_preempt = self._to_preempt, []
-        if todo:
-            self._preempt_all(todo)
 
     def _decide_alone(self, unit: Unit, req: Any, members: dict[str, str], stats: CycleStats) -> None:
-        snap = self._snapshot({unit.key})
+        snap = self._snapshot({unit.key}, _priority_of(req))
         try:
             out = place(snap, [req], self.engine).outcomes[0] if snap is not None else None
         except Exception as exc:  # noqa: BLE001
@@ -519,7 +551,13 @@ class Scheduler:
             self.metrics.attempt_duration.labels(result="unschedulable", profile=self.profile).observe(
                 self.clock() - unit.attempt_started)
             log.info("unschedulable: %s", why, extra={"gang" if is_gang else "pod": req.name})
-            if self.config.preemption and unit.key not in self._nominations:
+            nom = self._nominations.get(unit.key)
+            if nom is not None and not any(k in self.cache.bound for k in nom.victims):
+                # its victims are gone and it still does not fit: the room went to a unit of
+                # higher priority; plan again rather than wait out the nomination
+                del self._nominations[unit.key]
+                nom = None
+            if self.config.preemption and nom is None:
                 self._to_preempt.append((unit, req, members))  # once the whole batch is assumed
             self._park(unit, unschedulable=True)
             return
@@ -581,15 +619,17 @@ class Scheduler:
 
     # --- preemption ------------------------------------------------------------------------------------
 
-    def _snapshot(self, batch: set[str]) -> Snapshot | None:
-        """The cache's snapshot with the places of nominated units outside ``batch`` taken (a
-        GPU may go below zero where a victim has not gone yet: the filters treat it as not free)."""
+    def _snapshot(self, batch: set[str], priority: int | None = None) -> Snapshot | None:
+        """The cache's snapshot with the places of nominated units outside ``batch`` taken, those
+        of at least ``priority`` when given (kube-scheduler: a pod respects nominated pods of its
+        own priority or higher). A GPU may go below zero where a victim has not gone yet: the
+        filters treat it as not free."""
         snap = self.cache.snapshot()
         if snap is None or not self._nominations:
             return snap
         arrays = snap.arrays
         for unit_key, nom in self._nominations.items():
-            if unit_key in batch:
+            if unit_key in batch or (priority is not None and nom.priority < priority):
                 continue
             for p in nom.placements:
                 idx = arrays.node_index.get(p.node)
@@ -654,7 +694,7 @@ class Scheduler:
             self.metrics.preemption_attempts.inc()
             pods = [self.cache.pending.get(k) or {} for k in members.values()]
             never = any((p.get("spec") or {}).get("preemptionPolicy") == NEVER for p in pods)
-            snap = self._snapshot({unit.key})
+            snap = self._snapshot({unit.key}, _priority_of(req))
             if snap is None:
                 return False
             plan = plan_preemption(self.engine, snap, holders, req,
@@ -694,7 +734,8 @@ class Scheduler:
             ref = self._ref(key)
             self.reporter.event(ref, "Normal", "Preempting", "Preempting", note, dedup=False)
             self.reporter.nominate(ref, p.node)
-        self._nominations[unit.key] = Nomination(unit.key, plan.placements, frozenset(keys), self.clock())
+        self._nominations[unit.key] = Nomination(unit.key, plan.placements, frozenset(keys), self.clock(),
+                                                 plan.priority, frozenset(plan.victim_pods))
         self.metrics.preemption_victims.observe(count)
         log.info("preempting %d pod(s) on %s (%d PodDisruptionBudget violation(s))", count, ", ".join(nodes),
                  plan.pdb_violations, extra={"gang" if is_gang else "pod": req.name, "count": count})
@@ -887,6 +928,10 @@ class Scheduler:
         """Nothing in flight and nothing queued that could run now."""
         return not self._inflight and not self._gang_binds and self.inbox.empty() and not any(
             u.state == UnitState.ACTIVE for u in self.queue.units.values())
+
+
+def _priority_of(req: Any) -> int:
+    return int(getattr(req, "priority", 0) or 0)
 
 
 def _request_name(req: Any) -> str:

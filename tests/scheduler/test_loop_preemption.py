@@ -74,6 +74,28 @@ def test_the_nominated_place_is_not_given_to_a_lower_priority_pod_meanwhile(rig)
     assert rig.cluster.bound().get("default/hi") == node and "default/late" not in rig.cluster.bound()
 
 
+def test_a_higher_priority_pod_may_take_a_nominated_place(rig):
+    """kube-scheduler's rule: a pod respects nominations of its own priority or higher, not lower ones."""
+    rig.add(*(low(f"l{i}", 8) for i in range(2)))
+    rig.add(o.pod("hi", 8, priority=100))
+    node = rig.nominated("default/hi")
+    assert node is not None and len(rig.cluster.bound()) == 1
+    rig.add(o.pod("equal", 8, priority=100, preemptionPolicy="Never"))  # same priority: the hold stands
+    assert "default/equal" not in rig.cluster.bound() and len(rig.cluster.bound()) == 1
+    rig.add(o.pod("urgent", 8, priority=1000))  # decided while hi waits out its backoff
+    assert rig.cluster.bound().get("default/urgent") == node
+    # hi's victim is gone and the room with it: on its next try hi plans again (the other
+    # low-priority pod goes) instead of waiting out its nomination
+    before = rig.attempts
+    rig.clock.advance(11)
+    rig.run()
+    assert rig.attempts == before + 1 and set(rig.cluster.bound()) == {"default/urgent"}
+    assert rig.nominated("default/hi") == "n1"
+    rig.clock.advance(11)  # past its backoff
+    rig.run()
+    assert rig.cluster.bound() == {"default/urgent": node, "default/hi": "n1"}
+
+
 def test_a_nominated_unit_does_not_preempt_again_until_the_nomination_times_out():
     rig = Rig(preemption_timeout_s=60)
     rig.add(*(low(f"l{i}", 8) for i in range(2)))
