@@ -33,6 +33,15 @@ and with the engine deciding where the preemptor goes:
      unless a higher one spares every budget, which is the closest the tier approach gets
      without comparing every tier's plan.
 
+  6. Fewest victims (a single pod). The engine's choice on the emptied cluster is one
+     candidate; the nodes where the pod fits in that state with the fewest candidate pods
+     on them (``NODE_CANDIDATES`` of them) are planned too, each with the engine placing
+     the pod on that node alone, and the plan ranked best by kube-scheduler's
+     pickOneNodeForPreemption order wins: fewest PDB violations, lowest highest-victim
+     priority, smallest sum of victim priorities, fewest victims (then the engine's choice).
+     A gang keeps the engine's placement: its members span nodes, and the tier already
+     bounds what it evicts.
+
 A preemptor with ``preemptionPolicy: Never`` (for a gang: any member) preempts nothing.
 The plan's placements are the nomination: where the preemptor goes once the victims are gone.
 """
@@ -42,14 +51,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from models.placement import Placement
 from models.requests import GangRequest, PodRequest
-from scheduler.engine import Engine, place
+from plugins.base import Context
+from scheduler.engine import Engine, filter_counts, place
 from scheduler.ledger import Allocation
-from scheduler.snapshot import Snapshot
+from scheduler.snapshot import PodShape, Snapshot
 from scheduler.workloads.disruption import Budget, Tally, covering
 
 NEVER = "Never"
+NODE_CANDIDATES = 8  # for a single pod: nodes planned besides the engine's choice (phase 6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,12 +219,56 @@ def _plan_tier(engine: Engine, work: Snapshot, removed: list[VictimGroup], reque
         out = place(spared, [request], engine).outcomes[0]
         if out.placed:
             rest = [g for g in order if g.key not in breaking]
-            return True, _reprieve(spared, rest, tuple(out.placements), request, budgets, cover)
+            return True, _best_node(engine, spared, rest, tuple(out.placements), request, budgets, cover)
     out = place(work, [request], engine).outcomes[0]
     if not out.placed:
         return False, None
     order = [g for g in order if g.key in breaking] + [g for g in order if g.key not in breaking]
-    return True, _reprieve(work.copy(), order, tuple(out.placements), request, budgets, cover)
+    return True, _best_node(engine, work, order, tuple(out.placements), request, budgets, cover)
+
+
+def _best_node(engine: Engine, work: Snapshot, order: list[VictimGroup], placements: tuple[Placement, ...],
+               request: PodRequest | GangRequest, budgets: Sequence[Budget],
+               cover: Mapping[str, tuple[int, ...]]) -> PreemptionPlan | None:
+    """Phase 6: the reprieved plan of the engine's placement and, for a single pod, of the
+    pod on each of a few other nodes; the one kube-scheduler would pick (``work`` unchanged)."""
+    chosen = _reprieve(work.copy(), order, placements, request, budgets, cover)
+    if not isinstance(request, PodRequest) or chosen is None:
+        return chosen
+    shape = PodShape.of(request, owner=request.owner, spread_level=request.spread_level)
+    states = {p.name: p.prepare(shape, work, Context()) for p in engine.all_plugins}
+    fits, _ = filter_counts(engine, work, shape, states)
+    fits[placements[0].node_index] = False
+    if not fits.any():
+        return chosen
+    crowd = np.zeros(work.n_nodes, dtype=np.int64)  # candidate pods taken off each node
+    for g in order:
+        for a in g.allocations:
+            crowd[a.node] += 1
+    nodes = np.flatnonzero(fits)
+    nodes = nodes[np.argsort(crowd[nodes], kind="stable")[:NODE_CANDIDATES]]
+    best, best_key = chosen, _pick_key(chosen, 0)
+    for rank, n in enumerate(nodes, start=1):
+        alone = work.copy()
+        alone.failed[:] = True
+        alone.failed[n] = False
+        alone._cache.clear()
+        out = place(alone, [request], engine).outcomes[0]
+        if not out.placed:
+            continue
+        plan = _reprieve(work.copy(), order, tuple(out.placements), request, budgets, cover)
+        if plan is None:
+            continue
+        key = _pick_key(plan, rank)
+        if key < best_key:
+            best, best_key = plan, key
+    return best
+
+
+def _pick_key(plan: PreemptionPlan, rank: int) -> tuple[int, int, int, int, int]:
+    """kube-scheduler's pickOneNodeForPreemption order (priorities offset so more victims weigh more)."""
+    prios = [g.priority for g in plan.victims for _ in g.allocations]
+    return (plan.pdb_violations, max(prios), sum(p + (1 << 31) for p in prios), len(prios), rank)
 
 
 def _reprieve(work: Snapshot, order: list[VictimGroup], placements: tuple[Placement, ...],

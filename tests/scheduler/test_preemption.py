@@ -181,3 +181,30 @@ def test_the_preemptors_own_gang_is_never_a_victim():
     c.hold("ml/big-0", "n0", (0, 1), 1, gang="ml/big")
     gang = GangRequest(name="ml/big", roles=(GangRole(count=1, gpus=4),), priority=10)
     assert c.plan(gang) is None
+
+
+# -- phase 6: a single pod goes where the fewest (and least important) pods must go ----------
+
+
+@pytest.mark.parametrize("crowded", ["n0", "n1"])
+def test_a_pod_evicts_on_the_node_with_the_fewest_victims(crowded):
+    """n_crowded holds four 1-GPU pods, the other node one 4-GPU pod, all at priority 1: the
+    4-GPU preemptor evicts the single pod, wherever the engine would have put it."""
+    c = Cluster(node("n0"), node("n1"))
+    alone = "n1" if crowded == "n0" else "n0"
+    for g in range(4):
+        c.hold(f"s{g}", crowded, (g,), 1)
+    c.hold("big", alone, (0, 1, 2, 3), 1)
+    plan = c.plan(pod(4))
+    assert plan.victim_pods == ("big",) and where(plan) == [(alone, (0, 1, 2, 3))]
+
+
+def test_among_equally_many_victims_the_smaller_priority_sum_wins():
+    """Both nodes need two victims of highest priority 1; n1's second victim is at 0."""
+    c = Cluster(node("n0"), node("n1"))
+    c.hold("a", "n0", (0, 1), 1)
+    c.hold("b", "n0", (2, 3), 1)
+    c.hold("c", "n1", (0, 1), 1)
+    c.hold("d", "n1", (2, 3), 0)
+    plan = c.plan(pod(4))
+    assert sorted(plan.victim_pods) == ["c", "d"] and where(plan)[0][0] == "n1"
