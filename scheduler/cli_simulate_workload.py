@@ -39,6 +39,8 @@ def add_workload_parser(kinds: argparse._SubParsersAction) -> argparse.ArgumentP
                    help="toposched's gang solver: greedy tree descent, or CP-SAT warm-started from it (default: greedy)")
     w.add_argument("--gang-time-limit", type=float, default=0.2,
                    help="CP-SAT time limit per gang, seconds (default: %(default)s)")
+    w.add_argument("--preemption", action="store_true",
+                   help="every policy preempts: a unit that does not fit evicts lower-priority jobs and replicas")
     w.add_argument("--out", default="out/workload", help="output folder (default: %(default)s)")
     w.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     w.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -50,7 +52,7 @@ def run_workload(args: argparse.Namespace) -> int:
     from models.cluster import load_cluster
     from models.topology import build_arrays
     from simulations.timesim import SimConfig, TimeSim, resolve_policies
-    from simulations.timesim_report import table, write_report
+    from simulations.timesim_report import preemption_table, table, write_report
     from simulations.workload import check_against, generate, load_workload
 
     if not 0 < args.hours <= 24 * 365:
@@ -67,7 +69,7 @@ def run_workload(args: argparse.Namespace) -> int:
     wl = load_workload(args.workload)
     check_against(wl, arrays, args.workload)
     cfg = SimConfig(hours=args.hours, seed=args.seed, warmup_hours=args.warmup, gang_solver=args.gang_solver,
-                    gang_time_limit_s=args.gang_time_limit)
+                    gang_time_limit_s=args.gang_time_limit, preemption=args.preemption)
     gen = generate(wl, arrays, cfg.hours, cfg.seed)
 
     bar = None
@@ -99,12 +101,17 @@ def run_workload(args: argparse.Namespace) -> int:
         "seed": args.seed, "gang_solver": args.gang_solver, "command": _command(args), "generated": gen.info,
         "policy_descriptions": {p.name: p.description for p in policies},
     }
+    if args.preemption:
+        meta["preemption"] = True
     out = Path(args.out)
     doc = write_report(runs, out, meta, plots=not args.no_plots)
     print(f"{wl.name} on {args.cluster}: {gen.info.get('jobs', 0)} jobs, {gen.info.get('services', 0)} services, "
           f"{gen.info.get('node_failures', 0)} node failures over {args.hours:g} h (warm-up {args.warmup:g} h), "
           f"seed {args.seed}")
     print(table(list(doc["policies"].values())))
+    extra = preemption_table(list(doc["policies"].values()))
+    if extra:
+        print("\npreemption:\n" + extra)
     print(f"wrote {out / 'summary.json'}" + ("" if args.no_plots else " and plots"))
     return 0
 
@@ -115,4 +122,6 @@ def _command(args: argparse.Namespace) -> str:
              "--seed", str(args.seed), "--out", args.out]
     if args.gang_solver:
         parts += ["--gang-solver", args.gang_solver, "--gang-time-limit", f"{args.gang_time_limit:g}"]
+    if args.preemption:
+        parts.append("--preemption")
     return shlex.join(parts)

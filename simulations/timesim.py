@@ -22,6 +22,10 @@ event loop is ``simulations.core.EventLoop`` (seeded, simulated clock). Phases o
      stabilised over a window); replicas added as pending pods or removed;
    - rendezvous timeout (pods placed one by one only): members that waited too long for
      their gang give up; the controller recreates all of them.
+   - preemption (``SimConfig.preemption``, every policy): a unit that does not fit asks
+     ``scheduler.preemption.plan_preemption`` for lower-priority victims; they are evicted
+     (a running job is interrupted as by a failure) and the unit is placed at once where
+     the plan put it (see ``_preempt``).
 3. **Run time.** A job's step time grows with the communication cost of its placement
    (``simulations.comm_model``); an interruption loses the work since the last
    checkpoint and a restart pays ``restart_overhead_s``.
@@ -52,7 +56,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -64,6 +68,7 @@ from models.topology import TopologyArrays
 from plugins.base import Context
 from scheduler.engine import Engine, place
 from scheduler.ledger import Allocation, Ledger
+from scheduler.preemption import Holder, PreemptionPlan, plan_preemption
 from scheduler.repair import plan_repair
 from scheduler.snapshot import PodShape
 from scheduler.workload_mix import WorkloadMix
@@ -89,6 +94,7 @@ class SimConfig:
     gang_solver: str | None = None  # replaces the solver of policies with ``solver_option`` (toposched)
     gang_time_limit_s: float = 0.2
     check_every: int = 0  # run ledger.check_invariants() every N cycles (0: at the end only)
+    preemption: bool = False  # a unit that does not fit may evict lower-priority jobs and replicas
 
 
 class JobState(StrEnum):
@@ -131,6 +137,7 @@ class _Job:
     repair_times: list[float] = field(default_factory=list)
     timeouts: int = 0
     restarted: int = 0  # whole-gang restarts after a failure
+    preempted: int = 0  # times evicted by a higher-priority unit
 
     @property
     def is_single(self) -> bool:
@@ -189,6 +196,12 @@ class TimeSim:
         self.counters = {"cycles": 0, "decisions": 0, "repairs": 0, "repairs_replaced": 0, "repairs_failed": 0, "gang_restarts": 0,
                          "rendezvous_timeouts": 0, "node_failures": 0, "pods_lost": 0}
         self.recovery = wl.recovery
+        self.evict_epoch = 0  # bumped when a job starts: its allocations become evictable
+        self.preempt_memo: dict[tuple, tuple[int, int]] = {}
+        # nothing is below a unit at the workload's lowest priority: it never preempts
+        self.lowest_priority = min([j.priority for j in gen.jobs] + [s.priority for s in gen.services], default=0)
+        self.replica_waits: list[tuple[float, float]] = []  # (t bound, pending since creation or eviction)
+        self.preemption: dict[str, Any] = {"plans": 0, "events": [], "lost_gpu_s": []}
 
     # ----------------------------------------------------------------- bookkeeping
 
@@ -327,6 +340,7 @@ class TimeSim:
         js.rate = rate
         js.run_t0 = now + (0.0 if first and js.interruptions == 0 else self.recovery.restart_overhead_s)
         js.state = JobState.RUNNING
+        self.evict_epoch += 1
         js.token += 1
         if on_dead:  # placed on a node that died before the scheduler noticed: broken at once
             if js.failed_at is None:
@@ -575,20 +589,133 @@ class TimeSim:
         tried.add(key)
         self.memo[key] = self.free_epoch
 
+    # ----------------------------------------------------------------- preemption
+
+    def _may_preempt(self, key: tuple, priority: int) -> bool:
+        """Is preemption on and not known to fail for this shape and priority since the last change?
+
+        A plan that failed fails again until capacity is freed or a job starts (its members
+        become evictable); more evictable allocations below the priority cannot help, since
+        the planner may take them off again."""
+        return (self.cfg.preemption and priority > self.lowest_priority
+                and self.preempt_memo.get((key, priority)) != (self.free_epoch, self.evict_epoch))
+
+    def _holders(self) -> tuple[list[Holder], dict[str, _Job | _Replica]]:
+        """Every allocation as a preemption candidate, and the job or replica owning each pod.
+
+        Evictable: running jobs (pods one by one: also jobs still starting) and bound
+        replicas, unless a node under them died. Jobs starting, repairing or broken are not,
+        and neither is the rest of their gang. A job is one gang group (``Allocation.gang``
+        is its name) except under pods one by one, where kube-scheduler sees single pods."""
+        one_by_one = self.policy.gang == "none"
+        holders: list[Holder] = []
+        owners: dict[str, _Job | _Replica] = {}
+        for js in self.jobs.values():
+            if not js.placed:
+                continue
+            ok = js.failed_at is None and (js.state == JobState.RUNNING
+                                           or (one_by_one and js.state == JobState.STARTING))
+            for key in js.placed:
+                a = self.ledger.get(key)
+                assert a is not None
+                holders.append(Holder(replace(a, gang=None) if one_by_one else a, js.job.priority, ok))
+                owners[key] = js
+        for r in self.replicas.values():
+            if r.placed is not None:
+                a = self.ledger.get(r.placed.pod)
+                assert a is not None
+                holders.append(Holder(a, r.service.priority, r.lost_at is None))
+                owners[r.placed.pod] = r
+        return holders, owners
+
+    def _preempt(self, req: PodRequest | GangRequest, key: tuple, tried: set[tuple]) -> PreemptionPlan | None:
+        """For a unit that did not fit: plan, evict the victims and return the plan (its placements are
+        free now), or None (preemption off, nothing below the unit's priority, or no plan)."""
+        if not self._may_preempt(key, req.priority):
+            return None
+        stamp = (self.free_epoch, self.evict_epoch)
+        holders, owners = self._holders()
+        plan = None
+        if any(h.evictable and h.priority < req.priority for h in holders):
+            self.preemption["plans"] += 1
+            plan = plan_preemption(self.engine, self.ledger.live, holders, req)
+        if plan is None:
+            self.preempt_memo[(key, req.priority)] = stamp
+            return None
+        self._evict(plan, owners)
+        tried.discard(key)  # capacity changed: the shape may fit again without preempting
+        self._kick()  # the victims are pending again: another cycle at this instant
+        return plan
+
+    def _evict(self, plan: PreemptionPlan, owners: dict[str, _Job | _Replica]) -> None:
+        """Carry a plan out: victim replicas go back to pending; victim jobs are interrupted
+        (work kept to the last checkpoint) and their evicted pods wait to be placed again."""
+        now = self.loop.now
+        hit: dict[str, tuple[_Job, list[str]]] = {}
+        replicas = 0
+        for key in plan.victim_pods:
+            o = owners[key]
+            if isinstance(o, _Replica):
+                assert o.placed is not None
+                self.segments.append(Segment(o.created_s, now, float(o.service.gpus_per_replica)))
+                self._release(o.placed)
+                o.placed = None
+                o.created_s = now
+                replicas += 1
+            else:
+                hit.setdefault(o.job.name, (o, []))[1].append(key)
+        for js, pods in hit.values():
+            self._evict_job(js, pods, now)
+        self.preemption["events"].append({"t": now, "unit": plan.request, "priority": plan.priority,
+                                          "jobs": sorted(hit), "replicas": replicas,
+                                          "pods": len(plan.victim_pods)})
+
+    def _evict_job(self, js: _Job, pods: list[str], now: float) -> None:
+        """Gang policies: the whole job goes back to the queue and restarts whole. Pods one by
+        one: the evicted pods are recreated; the others keep their place and wait for them."""
+        was_running = js.state == JobState.RUNNING
+        if was_running:
+            self._interrupt(js, now)
+            self.preemption["lost_gpu_s"].append(self.lost_gpu_s[-1])
+        js.preempted += 1
+        if self.policy.gang != "none":
+            self._requeue(js, restart=False)
+            return
+        for key in pods:
+            self._release(js.placed.pop(key))
+            self._add_pending(js, key)
+        if js.placed:
+            js.state = JobState.STARTING
+            if was_running:  # _interrupt invalidated the run; the survivors wait for the new pods
+                self._arm_timeout(js)
+        else:
+            js.state = JobState.QUEUED
+            js.token += 1
+        self.queue[js.job.name] = js
+
     def _try_replica(self, r: _Replica, tried: set[tuple]) -> bool:
         s = r.service
         key = ("replica", s.name)
-        if self._skip(key, tried):
+        skip = self._skip(key, tried)
+        if skip and not self._may_preempt(key, s.priority):
             return False
         req = PodRequest(name=r.key, gpus=s.gpus_per_replica, cpu_milli=s.cpu_milli, memory_mib=s.memory_mib,
                          owner=s.name, spread_level=s.spread_level, priority=s.priority)
-        self.counters["decisions"] += 1
-        out = place(self.ledger.live, [req], self.engine, self.ctx).outcomes[0]
-        if not out.placed:
-            self._failed(key, tried)
-            return False
-        p = out.placements[0]
+        p = None
+        if not skip:
+            self.counters["decisions"] += 1
+            out = place(self.ledger.live, [req], self.engine, self.ctx).outcomes[0]
+            if out.placed:
+                p = out.placements[0]
+            else:
+                self._failed(key, tried)
+        if p is None:
+            plan = self._preempt(req, key, tried)
+            if plan is None:
+                return False
+            p = plan.placements[0]
         self._assume(p, owner=s.name)
+        self.replica_waits.append((self.loop.now, self.loop.now - r.created_s))
         r.placed = p
         if r.lost_at is not None:
             self.replica_repairs.append(self.loop.now - r.lost_at)
@@ -604,29 +731,43 @@ class TimeSim:
     def _try_gang(self, js: _Job, tried: set[tuple]) -> bool:
         """The whole job at once (all-or-nothing), by the policy's gang mode."""
         key = self._shape_key(js)
-        if self._skip(key, tried):
+        skip = self._skip(key, tried)
+        if skip and not self._may_preempt(key, js.job.priority):
             return False
-        if js.job.gpus > self._free_whole():
+        placements = None
+        if skip:
+            pass
+        elif js.job.gpus > self._free_whole():
             self._failed(key, tried)
-            return False
-        self.counters["decisions"] += 1
-        snap = self.ledger.live
-        if js.is_single:
-            (member, role), = js.members.items()
-            req = PodRequest(name=member, **_resources(role))
-            out = place(snap, [req], self.engine, self.ctx).outcomes
-        elif self.policy.gang == "pods":
-            reqs = [PodRequest(name=m, **_resources(role)) for m, role in js.members.items()]
-            out = place(snap, reqs, self.engine, self.ctx).outcomes
         else:
-            out = place(snap, [js.req], self.engine, self.ctx).outcomes
-        if not all(o.placed for o in out):
-            self._failed(key, tried)
-            return False
-        for o in out:
-            for p in o.placements:
-                self._assume(p, gang=js.job.name)
-                js.placed[p.pod] = p
+            self.counters["decisions"] += 1
+            snap = self.ledger.live
+            if js.is_single:
+                (member, role), = js.members.items()
+                req = PodRequest(name=member, **_resources(role))
+                out = place(snap, [req], self.engine, self.ctx).outcomes
+            elif self.policy.gang == "pods":
+                reqs = [PodRequest(name=m, **_resources(role)) for m, role in js.members.items()]
+                out = place(snap, reqs, self.engine, self.ctx).outcomes
+            else:
+                out = place(snap, [js.req], self.engine, self.ctx).outcomes
+            if all(o.placed for o in out):
+                placements = [p for o in out for p in o.placements]
+            else:
+                self._failed(key, tried)
+        if placements is None:
+            if js.is_single:
+                (member, role), = js.members.items()
+                preq: PodRequest | GangRequest = PodRequest(name=member, priority=js.job.priority, **_resources(role))
+            else:  # volcano's all-or-nothing pods are planned as one gang (its scorers, no topology hints)
+                preq = js.req
+            plan = self._preempt(preq, key, tried)
+            if plan is None:
+                return False
+            placements = list(plan.placements)
+        for p in placements:
+            self._assume(p, gang=js.job.name)
+            js.placed[p.pod] = p
         for key in list(js.pending):
             self._placed(js, key)
         self._start(js)
@@ -656,10 +797,12 @@ class TimeSim:
         return True
 
     def _try_pods_one_by_one(self, js: _Job, tried: set[tuple]) -> bool:
-        """kube-scheduler-like: each pending member alone, wherever it fits; no gang."""
+        """kube-scheduler-like: each pending member alone, wherever it fits; no gang.
+        With preemption each member that does not fit preempts for itself (pods, not gangs)."""
         keys = {r.name: ("pod", r.gpus, r.gpu_milli, r.cpu_milli, r.memory_mib) for r in js.req.roles
                 if js.pending_roles.get(r.name)}
-        if all(self._skip(k, tried) for k in keys.values()):
+        prio = js.job.priority
+        if all(self._skip(k, tried) and not self._may_preempt(k, prio) for k in keys.values()):
             return False  # the common case: nothing of this job fits since the last release
         changed = False
         by_role: dict[str, list[_Member]] = {}
@@ -669,16 +812,23 @@ class TimeSim:
         for members in by_role.values():
             role = members[0].role
             key = keys[role.name]
-            if self._skip(key, tried):
+            if self._skip(key, tried) and not self._may_preempt(key, prio):
                 continue
             for m in sorted(members, key=lambda m: (m.created_s, m.seq)):
-                self.counters["decisions"] += 1
                 req = PodRequest(name=m.key, **_resources(role))
-                out = place(self.ledger.live, [req], self.engine, self.ctx).outcomes[0]
-                if not out.placed:
-                    self._failed(key, tried)
-                    break
-                p = out.placements[0]
+                p = None
+                if not self._skip(key, tried):
+                    self.counters["decisions"] += 1
+                    out = place(self.ledger.live, [req], self.engine, self.ctx).outcomes[0]
+                    if out.placed:
+                        p = out.placements[0]
+                    else:
+                        self._failed(key, tried)
+                if p is None:
+                    plan = self._preempt(PodRequest(name=m.key, priority=prio, **_resources(role)), key, tried)
+                    if plan is None:
+                        break
+                    p = plan.placements[0]
                 self._assume(p, gang=js.job.name)
                 js.placed[p.pod] = p
                 self._placed(js, m.key)
@@ -705,13 +855,18 @@ class TimeSim:
                 "startup_wait_s": None if js.first_start_s is None else js.first_start_s - j.arrival_s,
                 "jct_s": None if js.done_s is None else js.done_s - j.arrival_s,
                 "state": js.state.value, "interruptions": js.interruptions, "repair_times_s": js.repair_times,
-                "rendezvous_timeouts": js.timeouts, "restarts": js.restarted,
+                "rendezvous_timeouts": js.timeouts, "restarts": js.restarted, "priority": j.priority,
+                "preemptions": js.preempted,
             })
         self.counters["jobs_partial_at_end"] = sum(
             1 for js in self.jobs.values() if js.state in (JobState.STARTING, JobState.REPAIRING) and js.placed)
+        preemption = None
+        if self.cfg.preemption:
+            preemption = {**self.preemption, "replica_waits": self.replica_waits}
         return RunResult(self.policy.name, self.cfg.seed, self.cfg.hours, self.cfg.warmup_hours,
                          self.arrays.total_gpus, self.timeline, self.segments, self.lost_gpu_s, jobs,
-                         self.placements, self.replica_repairs, dict(self.counters), wall_s, dict(self.gen.info))
+                         self.placements, self.replica_repairs, dict(self.counters), wall_s, dict(self.gen.info),
+                         preemption)
 
 
 def _whole(p: Placement) -> int:

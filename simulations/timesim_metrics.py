@@ -35,6 +35,9 @@ class RunResult:
     counters: dict[str, int]
     wall_s: float
     info: dict = field(default_factory=dict)
+    # with preemption on: {"plans": N, "events": [{"t", "unit", "priority", "jobs", "replicas", "pods"}],
+    # "lost_gpu_s": [(t, GPU-s)], "replica_waits": [(t bound, wait s)]}; None when off
+    preemption: dict | None = None
 
     def summary(self) -> dict[str, Any]:
         """The numbers the report prints (times in seconds, shares in 0..1)."""
@@ -63,7 +66,7 @@ class RunResult:
         for p in multi:
             for k, v in p["crossings"].items():
                 crossings[k] = crossings.get(k, 0) + v
-        return {
+        out = {
             "policy": self.policy,
             "seed": self.seed,
             "gpu_allocation": alloc_gpu_s / cap,
@@ -89,6 +92,32 @@ class RunResult:
             "replica_repair_s": _stats(np.array(self.replica_repairs, dtype=float)),
             "counters": dict(self.counters),
             "wall_s": self.wall_s,
+        }
+        if self.preemption is not None:
+            out["preemption"] = self._preemption_summary(w0, w1, measured)
+        return out
+
+    def _preemption_summary(self, w0: float, w1: float, measured: list[dict]) -> dict[str, Any]:
+        """Evictions in the window, the work they cost, and start-up waits by priority."""
+        pre = self.preemption
+        assert pre is not None
+        events = [e for e in pre["events"] if w0 <= e["t"] <= w1]
+        jobs = [name for e in events for name in e["jobs"]]
+        waits: dict[int, list[float]] = {}
+        for j in measured:
+            if j["startup_wait_s"] is not None:
+                waits.setdefault(j["priority"], []).append(j["startup_wait_s"])
+        return {
+            "preemptions": len(events),
+            "plans": pre["plans"],
+            "job_evictions": len(jobs),
+            "jobs_preempted": len(set(jobs)),
+            "replicas_preempted": sum(e["replicas"] for e in events),
+            "pods_preempted": sum(e["pods"] for e in events),
+            "lost_gpu_hours": sum(g for t, g in pre["lost_gpu_s"] if w0 <= t <= w1) / 3600.0,
+            "startup_wait_by_priority_s": {str(p): _stats(np.array(waits[p], dtype=float))
+                                           for p in sorted(waits, reverse=True)},
+            "replica_wait_s": _stats(np.array([w for t, w in pre["replica_waits"] if w0 <= t <= w1], dtype=float)),
         }
 
 

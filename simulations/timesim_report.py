@@ -61,6 +61,30 @@ def table(summaries: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def preemption_table(summaries: Sequence[dict[str, Any]]) -> str:
+    """One line per policy run with preemption: evictions, work lost, waits of the highest priority
+    ("" when no run had preemption on)."""
+    runs = [s for s in summaries if "preemption" in s]
+    if not runs:
+        return ""
+    head = ["policy", "preemptions", "job evictions", "jobs hit", "replicas evicted", "lost GPU-h", "top prio",
+            "its wait mean", "its wait p90", "replica wait p90"]
+    rows = [head]
+    for s in runs:
+        p = s["preemption"]
+        by_prio = p["startup_wait_by_priority_s"]
+        top = next(iter(by_prio), None)  # highest priority first
+        w = by_prio[top] if top is not None else {"mean": None, "p90": None}
+        rows.append([s["policy"], str(p["preemptions"]), str(p["job_evictions"]), str(p["jobs_preempted"]),
+                     str(p["replicas_preempted"]), f"{p['lost_gpu_hours']:.1f}", "-" if top is None else top,
+                     _fmt_s(w["mean"]), _fmt_s(w["p90"]), _fmt_s(p["replica_wait_s"]["p90"])])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def write_report(runs: Sequence[RunResult], out: Path, meta: dict[str, Any], plots: bool = True) -> dict[str, Any]:
     """``summary.json``, ``jobs_<policy>.csv`` and the plots into ``out``; returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
@@ -81,9 +105,12 @@ def _json_default(o: Any) -> Any:
 
 
 def write_jobs_csv(run: RunResult, path: Path) -> None:
-    """One row per job: arrival, size, start-up wait, JCT, interruptions."""
+    """One row per job: arrival, size, start-up wait, JCT, interruptions (and with preemption on:
+    priority, times preempted)."""
     cols = ["name", "arrival_s", "gpus", "pods", "duration_s", "startup_wait_s", "jct_s", "state", "interruptions",
             "restarts", "rendezvous_timeouts"]
+    if run.preemption is not None:
+        cols += ["priority", "preemptions"]
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
