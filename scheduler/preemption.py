@@ -33,7 +33,8 @@ and with the engine deciding where the preemptor goes:
      unless a higher one spares every budget, which is the closest the tier approach gets
      without comparing every tier's plan.
 
-  6. Fewest victims (a single pod). The engine's choice on the emptied cluster is one
+  6. Fewest victims (a single pod). Unless the first plan is one victim of the lowest
+     candidate priority (nothing beats that), the engine's choice on the emptied cluster is one
      candidate; the nodes where the pod fits in that state with the fewest candidate pods
      on them (``NODE_CANDIDATES`` of them) are planned too, each with the engine placing
      the pod on that node alone, and the plan ranked best by kube-scheduler's
@@ -235,6 +236,9 @@ def _best_node(engine: Engine, work: Snapshot, order: list[VictimGroup], placeme
     chosen = _reprieve(work.copy(), order, placements, request, budgets, cover)
     if not isinstance(request, PodRequest) or chosen is None:
         return chosen
+    lowest = min(g.priority for g in order)
+    if chosen.pdb_violations == 0 and len(chosen.victim_pods) == 1 and chosen.victims[0].priority == lowest:
+        return chosen  # one victim of the lowest priority, breaking nothing: no node does better
     shape = PodShape.of(request, owner=request.owner, spread_level=request.spread_level)
     states = {p.name: p.prepare(shape, work, Context()) for p in engine.all_plugins}
     fits, _ = filter_counts(engine, work, shape, states)
@@ -245,7 +249,7 @@ def _best_node(engine: Engine, work: Snapshot, order: list[VictimGroup], placeme
     for g in order:
         for a in g.allocations:
             crowd[a.node] += 1
-    nodes = np.flatnonzero(fits)
+    nodes = np.flatnonzero(fits & (crowd > 0))  # a node with no candidate on it would not need preempting
     nodes = nodes[np.argsort(crowd[nodes], kind="stable")[:NODE_CANDIDATES]]
     best, best_key = chosen, _pick_key(chosen, 0)
     for rank, n in enumerate(nodes, start=1):
