@@ -718,9 +718,9 @@ class Scheduler:
             self.reporter.event(ref, "Normal", "Preempted", "Preempting", f"Preempted by {who} on node {node}",
                                 dedup=False)
             if self._pool is None:
-                self._handle(("preempted", key, self._delete(ref)))
+                self._handle(("preempted", key, self._evict(ref)))
             else:
-                self._pool.submit(lambda key=key, ref=ref: self.inbox.put(("preempted", key, self._delete(ref))))
+                self._pool.submit(lambda key=key, ref=ref: self.inbox.put(("preempted", key, self._evict(ref))))
         nodes = sorted({node for _, node in plan.victim_nodes})
         count = len(plan.victim_nodes)
         note = (f"Preempting {count} pod(s) of lower priority (at most {plan.highest_victim_priority}) "
@@ -858,6 +858,20 @@ class Scheduler:
             self._handle(("deleted", key, self._delete(ref)))
         else:
             self._pool.submit(lambda: self.inbox.put(("deleted", key, self._delete(ref))))
+
+    def _evict(self, ref: ObjectRef) -> KubeApiError | None:
+        """One preemption victim: the ``DisruptionTarget`` condition kube-scheduler writes (so a
+        Job's podFailurePolicy can tell preemption from failure), best effort, then the delete."""
+        condition = {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+                     "message": f"{self.config.scheduler_name}: preempting to accommodate a higher priority pod",
+                     "lastTransitionTime": self.reporter.wall()}
+        try:
+            self.binder.set_condition(ref, condition)
+        except KubeApiError as exc:
+            if exc.is_not_found:
+                return None  # already gone
+            log.warning("could not mark a preemption victim: %s", exc, extra={"pod": ref.key})
+        return self._delete(ref)
 
     def _delete(self, ref: ObjectRef, attempts: int = 3) -> KubeApiError | None:
         err: KubeApiError | None = None

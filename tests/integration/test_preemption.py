@@ -49,6 +49,10 @@ def test_high_priority_pod_evicts_exactly_what_it_needs_and_binds_on_the_nominat
     assert notes == [f"Preempting 1 pod(s) of lower priority (at most 1) on node(s) {node}"]
     assert svc.metrics.preemption_attempts._value.get() == 1
     assert svc.metrics.preemption_victims._sum.get() == 1
+    # the victim got its DisruptionTarget condition (a status patch) before the delete
+    calls = [(r.method, r.status) for r in apiserver.store.find_requests(path_regex=f"/pods/{gone[0]}(/status)?$")
+             if r.method in ("PATCH", "DELETE")]
+    assert calls == [("PATCH", 200), ("DELETE", 200)]
 
 
 def test_a_low_priority_gang_is_removed_whole(apiserver, schedulers):

@@ -62,6 +62,31 @@ def test_a_high_priority_pod_evicts_just_enough_and_binds_where_it_was_nominated
     assert (rig.attempts, hist._sum.get()) == (1, 1)
 
 
+def test_a_victim_is_marked_disruption_target_before_it_is_deleted(rig):
+    """kube-scheduler's DisruptionTarget condition, so a Job's podFailurePolicy can ignore preemptions."""
+    seen: list[tuple[str, str, dict | None]] = []
+    set_condition, delete = rig.cluster.set_condition, rig.cluster.delete
+
+    def record_condition(pod, condition):
+        seen.append(("condition", pod.key, dict(condition)))
+        set_condition(pod, condition)
+
+    def record_delete(pod):
+        seen.append(("delete", pod.key, None))
+        delete(pod)
+
+    rig.cluster.set_condition, rig.cluster.delete = record_condition, record_delete
+    rig.add(low("l0", 8), low("l1", 8))
+    seen.clear()
+    rig.add(o.pod("hi", 8, priority=100))
+    victim = next(k for k in ("default/l0", "default/l1") if k not in rig.cluster.pods)
+    marks = [(kind, c) for kind, key, c in seen if key == victim]
+    assert [kind for kind, _ in marks] == ["condition", "delete"]
+    cond = marks[0][1]
+    assert (cond["type"], cond["status"], cond["reason"]) == ("DisruptionTarget", "True", "PreemptionByScheduler")
+    assert cond["message"] == "toposched: preempting to accommodate a higher priority pod"
+
+
 def test_the_nominated_place_is_not_given_to_a_lower_priority_pod_meanwhile(rig):
     rig.add(*(low(f"l{i}", 8) for i in range(2)))
     rig.add(o.pod("hi", 8, priority=100))
