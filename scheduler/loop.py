@@ -39,19 +39,20 @@ from typing import Any
 
 from models.placement import Placement, RequestOutcome, SolverReport, SolverStatus
 from models.requests import GangRequest, PodRequest
+from plugins.base import Context
 from scheduler import workloads
 from scheduler.cache import GROUP_KINDS, PDB_RESOURCE, ClusterCache, pod_priority
-from scheduler.engine import Engine, place
+from scheduler.engine import Engine, filter_counts, place
 from scheduler.failures import FailureHandler
 from scheduler.leader import micro_time
 from scheduler.ledger import AllocState, LedgerError
 from scheduler.metrics import SchedulerMetrics
 from scheduler.ports import Binder, EventSink, KubeApiError, ObjectRef
-from scheduler.preemption import NEVER, Holder, PreemptionPlan, plan_preemption
+from scheduler.preemption import NEVER, Holder, PreemptionPlan, plan_preemption, still_fits
 from scheduler.queue import SchedulingQueue, Unit, UnitState, gang_unit_key
 from scheduler.reporting import Reporter
 from scheduler.serve_config import ServeConfig
-from scheduler.snapshot import Snapshot
+from scheduler.snapshot import PodShape, Snapshot
 
 log = logging.getLogger("toposched.loop")
 
@@ -403,13 +404,55 @@ class Scheduler:
         if not requests:
             return
         batch = {unit.key for unit, _, _ in plan}
-        for group in self._by_holds(plan, batch):
+        plan = self._take_nominated(plan, batch, stats)
+        for group in self._by_holds(plan, batch) if plan else ():
             self._decide_batch(group, batch, stats)
         # after the batch's placements are assumed, so no victim is evicted for a place a
         # lower-priority unit of the same batch has just taken
         todo, self._to_preempt = self._to_preempt, []
         if todo:
             self._preempt_all(todo)
+
+    def _take_nominated(self, plan: list[tuple[Unit, Any, dict[str, str]]], batch: set[str],
+                        stats: CycleStats) -> list[tuple[Unit, Any, dict[str, str]]]:
+        """kube-scheduler's nominated-node fast path: a nominated pod whose nominated place passes
+        the filters and has room again (its victims are gone) is placed there, not wherever the
+        engine would now put it. The rest of the batch is returned. (Gangs go through the engine:
+        their members may have been re-created under other names.)"""
+        if not self._nominations:
+            return plan
+        rest = []
+        for unit, req, members in plan:
+            nom = self._nominations.get(unit.key)
+            if nom is None or not isinstance(req, PodRequest) or not self._room_again(nom, req, batch):
+                rest.append((unit, req, members))
+                continue
+            report = SolverReport(SolverStatus.GREEDY, note="nominated node")
+            self._apply_outcome(unit, req, members, RequestOutcome(req.name, "pod", list(nom.placements), report),
+                                stats)
+        return rest
+
+    def _room_again(self, nom: Nomination, req: PodRequest, batch: set[str]) -> bool:
+        """Whether the nominated place of ``req`` passes the filters and has room now (False
+        whenever in doubt: the engine then decides as usual)."""
+        if len(nom.placements) != 1:
+            return False
+        p = nom.placements[0]
+        try:
+            snap = self._snapshot(batch, _priority_of(req))
+            if (snap is None or snap.arrays.node_index.get(p.node) != p.node_index
+                    or any(g >= snap.gpu_free.shape[1] for g in p.gpus)):
+                return False  # the topology changed since the plan
+            shape = PodShape.of(req, owner=req.owner, spread_level=req.spread_level)
+            states = {pl.name: pl.prepare(shape, snap, Context()) for pl in self.engine.all_plugins}
+            ok, _ = filter_counts(self.engine, snap, shape, states)
+            if not ok[p.node_index]:
+                return False
+            snap.apply(p.node_index, p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib, extended=p.extended)
+            return still_fits(snap, (p,))
+        except Exception:  # noqa: BLE001 - the fast path is an extra: the engine decides instead
+            log.exception("nominated-node check failed", extra={"pod": nom.unit})
+            return False
 
     def _by_holds(self, plan: list[tuple[Unit, Any, dict[str, str]]], batch: set[str],
                   ) -> list[list[tuple[Unit, Any, dict[str, str]]]]:

@@ -197,3 +197,22 @@ def test_a_failing_planner_parks_the_unit_as_before(rig, monkeypatch):
     assert len(rig.cluster.bound()) == 2 and rig.notes("default/hi", "FailedScheduling")
     rig.add(o.pod("small", 0))  # the loop goes on
     assert "default/small" in rig.cluster.bound()
+
+
+def test_a_nominated_pod_goes_to_its_nominated_node_without_asking_the_engine(rig, monkeypatch):
+    """kube-scheduler's nominated-node fast path: once the victims are gone, the place made for
+    the pod is taken as it was planned, even though the other node has emptied meanwhile."""
+    rig.add(low("l0", 8), low("l1", 8))
+    rig.add(o.pod("hi", 8, priority=100))
+    node = rig.nominated("default/hi")
+    other = ({"n0", "n1"} - {node}).pop()
+    survivor = next(k for k, n in rig.cluster.bound().items() if n == other)
+    rig.cluster.delete(rig.s._ref(survivor))  # the other node empties too (its pod finished)
+    asked: list[str] = []
+    real_place = loop_mod.place
+    monkeypatch.setattr(loop_mod, "place", lambda snap, reqs, engine: (asked.extend(r.name for r in reqs),
+                                                                       real_place(snap, reqs, engine))[1])
+    rig.clock.advance(2)
+    rig.run()
+    assert rig.cluster.bound().get("default/hi") == node and "default/hi" not in asked
+    assert not rig.s._nominations
