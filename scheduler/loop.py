@@ -18,7 +18,8 @@ workers only put messages into ``inbox``. One ``step()``:
      preempt again, and units of its priority or lower decided without it see its place as
      taken (higher ones may take it); it ends when the unit is placed, its pods go away, its
      victims are gone and it still does not fit (it plans again), or after
-     ``preemption_timeout_s``. PodDisruptionBudgets
+     ``preemption_timeout_s``. A nominated pod whose place has room again is placed there
+     without the engine (kube-scheduler's nominated-node fast path). PodDisruptionBudgets
      (watched, kept in the cache) steer the victims: the planner prefers victims whose
      eviction breaks no budget, and the ``Preempting`` event says when it cannot avoid it.
 
