@@ -628,6 +628,17 @@ class TimeSim:
                 owners[r.placed.pod] = r
         return holders, owners
 
+    def _place_pod(self, req: PodRequest, key: tuple, tried: set[tuple], skip: bool) -> Placement | None:
+        """One pod: the engine's place (unless its shape is known not to fit), else a preemption's."""
+        if not skip:
+            self.counters["decisions"] += 1
+            out = place(self.ledger.live, [req], self.engine, self.ctx).outcomes[0]
+            if out.placed:
+                return out.placements[0]
+            self._failed(key, tried)
+        plan = self._preempt(req, key, tried)
+        return plan.placements[0] if plan is not None else None
+
     def _preempt(self, req: PodRequest | GangRequest, key: tuple, tried: set[tuple]) -> PreemptionPlan | None:
         """For a unit that did not fit: plan, evict the victims and return the plan (its placements are
         free now), or None (preemption off, nothing below the unit's priority, or no plan)."""
@@ -701,19 +712,9 @@ class TimeSim:
             return False
         req = PodRequest(name=r.key, gpus=s.gpus_per_replica, cpu_milli=s.cpu_milli, memory_mib=s.memory_mib,
                          owner=s.name, spread_level=s.spread_level, priority=s.priority)
-        p = None
-        if not skip:
-            self.counters["decisions"] += 1
-            out = place(self.ledger.live, [req], self.engine, self.ctx).outcomes[0]
-            if out.placed:
-                p = out.placements[0]
-            else:
-                self._failed(key, tried)
+        p = self._place_pod(req, key, tried, skip)
         if p is None:
-            plan = self._preempt(req, key, tried)
-            if plan is None:
-                return False
-            p = plan.placements[0]
+            return False
         self._assume(p, owner=s.name)
         self.replica_waits.append((self.loop.now, self.loop.now - r.created_s))
         r.placed = p
@@ -815,20 +816,10 @@ class TimeSim:
             if self._skip(key, tried) and not self._may_preempt(key, prio):
                 continue
             for m in sorted(members, key=lambda m: (m.created_s, m.seq)):
-                req = PodRequest(name=m.key, **_resources(role))
-                p = None
-                if not self._skip(key, tried):
-                    self.counters["decisions"] += 1
-                    out = place(self.ledger.live, [req], self.engine, self.ctx).outcomes[0]
-                    if out.placed:
-                        p = out.placements[0]
-                    else:
-                        self._failed(key, tried)
+                req = PodRequest(name=m.key, priority=prio, **_resources(role))
+                p = self._place_pod(req, key, tried, self._skip(key, tried))
                 if p is None:
-                    plan = self._preempt(PodRequest(name=m.key, priority=prio, **_resources(role)), key, tried)
-                    if plan is None:
-                        break
-                    p = plan.placements[0]
+                    break
                 self._assume(p, gang=js.job.name)
                 js.placed[p.pod] = p
                 self._placed(js, m.key)
