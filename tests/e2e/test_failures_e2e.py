@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from tests.e2e.reads import PodReads, now
 from tests.polling import wait_for as poll
 
 KUBECONFIG = os.environ.get("TOPOSCHED_E2E_KUBECONFIG")
@@ -29,6 +29,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not KUBECONFIG, reason="TOPOSC
 
 RUN = uuid.uuid4().hex[:6]
 NAMESPACE = f"toposched-fail-{RUN}"
+READS = PodReads(NAMESPACE)  # pods, alive, bound, events, force_delete of the test namespace
+pods, alive, bound, events, force_delete = (READS.pods, READS.alive, READS.bound, READS.events,
+                                           READS.force_delete)
 SCHEDULER = f"toposched-fail-{RUN}"
 RUN_LABEL = "toposched.io/e2e-run"
 RACK_LABEL = "e2e.toposched.io/rack"
@@ -40,17 +43,13 @@ TOLERATIONS = [{"key": k, "operator": "Exists", "effect": "NoSchedule"}
 GRACE_S = 2.0
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition") -> Any:
     return poll(predicate, timeout_s, what, interval_s=0.2)
 
 
 def set_ready(api: Any, name: str, status: str) -> None:
     cond = {"type": "Ready", "status": status, "reason": "KubeletReady" if status == "True" else "NodeStatusUnknown",
-            "message": "toposched failure e2e", "lastHeartbeatTime": _now(), "lastTransitionTime": _now()}
+            "message": "toposched failure e2e", "lastHeartbeatTime": now(), "lastTransitionTime": now()}
     api.request("PATCH", f"/api/v1/nodes/{name}/status", body={"status": {"conditions": [cond]}},
                 content_type=STRATEGIC)
 
@@ -139,35 +138,6 @@ def member(name: str, group: str, size: int) -> dict[str, Any]:
             "spec": {"schedulerName": SCHEDULER, "tolerations": TOLERATIONS, "terminationGracePeriodSeconds": 0,
                      "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9",
                                      "resources": {"requests": res, "limits": {"nvidia.com/gpu": "8"}}}]}}
-
-
-def pods(api: Any) -> dict[str, dict[str, Any]]:
-    return {p["metadata"]["name"]: p for p in api.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods")["items"]}
-
-
-def alive(api: Any) -> dict[str, dict[str, Any]]:
-    return {n: p for n, p in pods(api).items() if not p["metadata"].get("deletionTimestamp")}
-
-
-def bound(api: Any) -> dict[str, str]:
-    return {n: p["spec"]["nodeName"] for n, p in alive(api).items() if p["spec"].get("nodeName")}
-
-
-def events(api: Any, name: str, reason: str, namespace: str = NAMESPACE) -> list[str]:
-    items = api.request("GET", f"/api/v1/namespaces/{namespace}/events",
-                        query=[("fieldSelector", f"involvedObject.name={name},reason={reason}")])["items"]
-    return [e.get("message") or e.get("note") or "" for e in items]
-
-
-def force_delete(api: Any, name: str) -> None:
-    """What the kubelet (here: absent) and the pod garbage collector finish for a deleted pod."""
-    from scheduler.ports import KubeApiError
-
-    try:
-        api.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}", body={"gracePeriodSeconds": 0})
-    except KubeApiError as exc:
-        if not exc.is_not_found:
-            raise
 
 
 def rack(node: str) -> int:

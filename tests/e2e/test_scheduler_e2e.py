@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.reads import PodReads, now
 from tests.polling import wait_for as poll
 
 KUBECONFIG = os.environ.get("TOPOSCHED_E2E_KUBECONFIG")
@@ -33,6 +34,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not KUBECONFIG, reason="TOPOSC
 
 RUN = uuid.uuid4().hex[:6]
 NAMESPACE = f"toposched-e2e-{RUN}"
+READS = PodReads(NAMESPACE)  # pods, alive, bound, events, force_delete of the test namespace
+pods, alive, bound, events, force_delete = (READS.pods, READS.alive, READS.bound, READS.events,
+                                           READS.force_delete)
 SCHEDULER = f"toposched-e2e-{RUN}"
 RUN_LABEL = "toposched.io/e2e-run"
 RACK_LABEL = "e2e.toposched.io/rack"
@@ -40,10 +44,6 @@ NODES = [f"toposched-e2e-{RUN}-n{i}" for i in range(4)]  # n0 n1 in rack r0, n2 
 MERGE = "application/merge-patch+json"
 TOLERATIONS = [{"key": k, "operator": "Exists", "effect": "NoSchedule"}
                for k in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")]
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
@@ -68,7 +68,7 @@ def _heartbeat(api: Any, stop: threading.Event) -> None:
         for name in NODES:
             try:
                 cond = {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "toposched e2e",
-                        "lastHeartbeatTime": _now()}
+                        "lastHeartbeatTime": now()}
                 api.request("PATCH", f"/api/v1/nodes/{name}/status", body={"status": {"conditions": [cond]}},
                             content_type="application/strategic-merge-patch+json")
                 api.request("PATCH", f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}",
@@ -92,7 +92,7 @@ def cluster(api) -> Iterator[Any]:
         res = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "8"}
         status = {"capacity": res, "allocatable": res, "conditions": [
             {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "toposched e2e fake node",
-             "lastHeartbeatTime": _now(), "lastTransitionTime": _now()}]}
+             "lastHeartbeatTime": now(), "lastTransitionTime": now()}]}
         api.request("PATCH", f"/api/v1/nodes/{name}/status", body={"status": status}, content_type=MERGE)
         try:
             api.request("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", body={
@@ -191,36 +191,6 @@ def gang(name: str, count: int, gpus: int, **annotations: str) -> list[dict[str,
 def create(api: Any, *pods: dict[str, Any]) -> None:
     for p in pods:
         api.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", body=p)
-
-
-def pods(api: Any) -> dict[str, dict[str, Any]]:
-    return {p["metadata"]["name"]: p for p in api.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods")["items"]}
-
-
-def alive(api: Any) -> dict[str, dict[str, Any]]:
-    """Pods not being deleted (a deleted pod on a fake node stays Terminating: no kubelet confirms)."""
-    return {n: p for n, p in pods(api).items() if not p["metadata"].get("deletionTimestamp")}
-
-
-def bound(api: Any) -> dict[str, str]:
-    return {n: p["spec"]["nodeName"] for n, p in alive(api).items() if p["spec"].get("nodeName")}
-
-
-def force_delete(api: Any, name: str) -> None:
-    """What the kubelet and the garbage collector would finish for a deleted pod."""
-    from scheduler.ports import KubeApiError
-
-    try:
-        api.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}", body={"gracePeriodSeconds": 0})
-    except KubeApiError as exc:
-        if not exc.is_not_found:
-            raise
-
-
-def events(api: Any, name: str, reason: str) -> list[str]:
-    items = api.request("GET", f"/api/v1/namespaces/{NAMESPACE}/events",
-                        query=[("fieldSelector", f"involvedObject.name={name},reason={reason}")])["items"]
-    return [e.get("message") or e.get("note") or "" for e in items]
 
 
 def rack(node: str) -> int:
