@@ -7,7 +7,7 @@ one whole-GPU pod's GPU. The most GPU milli a placement can then allocate bounds
 real policy from above, so ``capacity - best`` bounds the unallocated GPU from below.
 
 Phases of ``best_allocation``: (1) an arc-flow model of one GPU (graph nodes 0..1000 milli
-in steps of 10; an arc per share size and a loss arc) whose flow is the number of GPUs
+in steps of the shares' greatest common divisor, 10 on openb; an arc per share size and a loss arc) whose flow is the number of GPUs
 holding shares, each unit of flow a way to fill one GPU; (2) at most ``shares[s]`` arcs of
 size ``s`` (exactly ``shares[s]`` with ``place_all``: every arrived shared pod placed, as a
 policy does that places each pod that fits while shared pods still find room); whole-GPU
@@ -32,7 +32,6 @@ from models.readers.openb import PodRow
 from simulations.fillup import arrival_order
 
 GPU_MILLI = 1000
-STEP = 10  # share sizes are multiples of this many milli (openb: all are)
 
 
 @dataclass(frozen=True)
@@ -74,18 +73,19 @@ def best_allocation(shares: dict[int, int], whole: int, gpus: int, *, place_all:
     """(most milli any placement allocates in the relaxation, CP-SAT status name); phases in the module doc.
 
     INFEASIBLE (only with ``place_all``: the shares do not fit on ``gpus`` GPUs) returns the capacity."""
-    if any(s % STEP or not 0 < s < GPU_MILLI for s in shares):
-        raise ValueError(f"share sizes must be multiples of {STEP} milli below {GPU_MILLI}: {sorted(shares)}")
-    top = GPU_MILLI // STEP
+    if any(not 0 < s < GPU_MILLI for s in shares):
+        raise ValueError(f"share sizes must lie between 0 and {GPU_MILLI} milli: {sorted(shares)}")
+    step = math.gcd(GPU_MILLI, *shares)  # the graph's resolution: every share is a whole number of steps
+    top = GPU_MILLI // step
     m = cp_model.CpModel()
-    arc = {(u, s): m.NewIntVar(0, n, f"a{u}_{s}") for s, n in shares.items() for u in range(top - s // STEP + 1)}
+    arc = {(u, s): m.NewIntVar(0, n, f"a{u}_{s}") for s, n in shares.items() for u in range(top - s // step + 1)}
     loss = [m.NewIntVar(0, gpus, f"loss{u}") for u in range(top)]
     used = m.NewIntVar(0, gpus, "shared_gpus")
     into: list[list] = [[] for _ in range(top + 1)]
     out: list[list] = [[] for _ in range(top + 1)]
     for (u, s), x in arc.items():
         out[u].append(x)
-        into[u + s // STEP].append(x)
+        into[u + s // step].append(x)
     for u in range(top):
         out[u].append(loss[u])
         into[u + 1].append(loss[u])

@@ -28,6 +28,12 @@ def test_infeasible_when_the_shares_cannot_all_be_placed():
     assert status == "INFEASIBLE" and value == 2000
 
 
-def test_share_sizes_off_the_grid_are_refused():
-    with pytest.raises(ValueError, match="multiples of 10"):
-        best_allocation({475: 2}, 0, 2, place_all=True)
+def test_share_sizes_off_the_10_milli_grid_are_solved_on_a_finer_one():
+    """475 + 525 fill a GPU exactly: the graph's step follows the shares (here 25 milli)."""
+    value, status = best_allocation({475: 2, 525: 2}, 0, 2, place_all=True)
+    assert (value, status) == (2000, "OPTIMAL")
+
+
+def test_a_share_of_a_whole_gpu_or_none_is_refused():
+    with pytest.raises(ValueError, match="between 0 and 1000"):
+        best_allocation({1000: 1}, 0, 2, place_all=True)
