@@ -766,13 +766,17 @@ class TimeSim:
             if plan is None:
                 return False
             placements = list(plan.placements)
+        self._start_gang(js, placements)
+        return True
+
+    def _start_gang(self, js: _Job, placements: list[Placement]) -> None:
+        """Every pending member of ``js`` takes its place in ``placements``; the job starts."""
         for p in placements:
             self._assume(p, gang=js.job.name)
             js.placed[p.pod] = p
         for key in list(js.pending):
             self._placed(js, key)
         self._start(js)
-        return True
 
     def _try_repair(self, js: _Job) -> bool:
         """toposched: replace the lost members next to the survivors; else re-place or requeue the gang."""
@@ -789,12 +793,7 @@ class TimeSim:
         if plan.action == "replace":
             self.counters["repairs_replaced"] += 1
             self._requeue(js, restart=True)
-        for p in plan.outcome.placements:
-            self._assume(p, gang=js.job.name)
-            js.placed[p.pod] = p
-        for key in list(js.pending):
-            self._placed(js, key)
-        self._start(js)
+        self._start_gang(js, plan.outcome.placements)
         return True
 
     def _try_pods_one_by_one(self, js: _Job, tried: set[tuple]) -> bool:
