@@ -5,6 +5,7 @@
     python benchmarks/bench_simulator.py --fidelity out/fidelity/default out/fidelity/gpushare40 ...
     python benchmarks/bench_simulator.py --waste --trace default --policy FGD,toposched
     python benchmarks/bench_simulator.py --bound --trace default --seeds 42-51
+    python benchmarks/bench_simulator.py --first-failures --trace default --seeds 42-51
 
 ``--fidelity`` reads the ``summary.json`` of ``toposched simulate openb`` runs and prints the
 markdown table of docs/fidelity.md: our mean unallocated GPU % at 100% and 130% arrived
@@ -218,6 +219,60 @@ def bound(trace: str, seeds: list[int]) -> None:
           f"{np.mean(alls):.1f} ({100 * np.mean(alls) / gpus:.2f}%) | |")
 
 
+def first_failures(trace: str, seeds: list[int]) -> None:
+    """How early each pod kind is first turned away, and the unallocated curve around it, for
+    FGD, toposched, and toposched without protection levels (plugin arg ``protect: false``)."""
+    import numpy as np
+
+    from scheduler.engine import PlacementConfig, PluginConfig
+
+    arrays = openb_arrays(bundled_text(BUNDLED_NODES), BUNDLED_NODES)
+    pods, name = read_pod_file(trace)
+    by_name = {p.name: p for p in pods}
+    cap = int(arrays.gpu_count.sum()) * 1000
+    variants = {"FGD": None, "toposched": None,
+                "toposched, no protection": [PluginConfig(name="fragmentation", weight=10.0, args={"protect": False})]}
+    points = (80, 85, 90, 95, 100)
+    print(machine())
+    print(f"trace {name}, seeds {seeds[0]}-{seeds[-1]}: arrived demand (% of capacity) at the first failure of "
+          f"each kind (mean, min over seeds; '-' = never before 130%); unallocated GPU % at {points}")
+    kinds = ("1-gpu", "2-gpu", "4-gpu", "8-gpu", "shared-gpu", "any +model")
+    print("| policy | " + " | ".join(f"first {k} fail" for k in kinds) + " | "
+          + " | ".join(f"@{p}%" for p in points) + " | CPU s/run |")
+    print("|---|" + "---:|" * (len(kinds) + len(points) + 1))
+    for label, plugins in variants.items():
+        policy = "FGD" if label == "FGD" else "toposched"
+        first: dict[str, list[float]] = {}
+        curve: dict[int, list[float]] = {p: [] for p in points}
+        cpu = 0.0
+        for seed in seeds:
+            config = None if plugins is None else PlacementConfig(plugins=plugins, tie_break="ranked", seed=seed)
+            r = run_fillup(arrays, pods, policy, seed, trace=name, config=config)
+            cpu += r.cpu_s
+            for kind, milli in r.first_failure.items():
+                if not kind.endswith("+model"):
+                    first.setdefault(kind, []).append(100.0 * milli / cap)
+            # pods that accept only some models: the first one turned away whose exact kind had
+            # been placed before (kinds no node can ever take fail from the start and say nothing)
+            placed_kinds: set = set()
+            for i in range(1, len(r.pods)):
+                pod = by_name[r.pods[i].split("-clone-")[0]]
+                if not pod.gpu_spec or not pod.num_gpu:
+                    continue
+                key = (pod.cpu_milli, pod.num_gpu, pod.gpu_milli, pod.gpu_spec)
+                if r.placed[i]:
+                    placed_kinds.add(key)
+                elif key in placed_kinds:
+                    first.setdefault("any +model", []).append(100.0 * r.arrived_milli[i] / cap)
+                    break
+            b = r.binned()["unallocated_gpu_pct"]
+            for p in points:
+                curve[p].append(b[p])
+        cells = [f"{np.mean(first[k]):.1f} ({min(first[k]):.1f})" if k in first else "-" for k in kinds]
+        print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(f"{np.mean(curve[p]):.2f}" for p in points)
+              + f" | {cpu / len(seeds):.2f} |", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trace", default="default", help="pod list CSV or 'default' (default: %(default)s)")
@@ -228,6 +283,8 @@ def main() -> int:
     ap.add_argument("--waste", action="store_true", help="where the free GPU is at 100%% arrived (first seed)")
     ap.add_argument("--bound", action="store_true",
                     help="the least GPU any policy can leave free at 100%% arrived (relaxed, per seed)")
+    ap.add_argument("--first-failures", action="store_true",
+                    help="first failure per pod kind: FGD, toposched, toposched without protection levels")
     args = ap.parse_args()
     lo, _, hi = args.seeds.partition("-")
     seeds = list(range(int(lo), int(hi or lo) + 1))
@@ -236,6 +293,9 @@ def main() -> int:
         return 0
     if args.fidelity:
         return fidelity(args.fidelity)
+    if args.first_failures:
+        first_failures(args.trace, seeds)
+        return 0
     if args.waste:
         policies = ["FGD", "toposched"] if args.policy == "all" else args.policy.split(",")
         waste(args.trace, policies, int(args.seeds.split("-")[0]))

@@ -21,6 +21,18 @@ F(after)``. Two measures:
   more pod of t come here"; this asks "how much of this node's GPU can t still fill".
   A node with 8 free GPUs and CPU for 2 more pods is mostly fragment here, not for FGD.
 
+The ``capacity`` plugin also keeps *protection levels* (``protect``, on by default): a
+kind whose remaining places in the cluster are about to run out is worth protecting. With
+``N_t`` the pods of kind ``t`` the cluster could still take (per node ``min(GPUs holding
+t's share // t.gpus, CPU // t.cpu, memory // t.memory)``, summed) and ``E_t`` the pods of
+``t`` expected before the free GPU is used up (``freq_t * free GPU milli / mean GPU milli
+per arriving pod``), one place of ``t`` is worth ``t``'s GPU milli times the chance that
+``t`` still needs it, ``P(Poisson(E_t) >= N_t)`` (the expected-marginal-revenue rule of
+airline seat protection). A candidate's descent is lowered by the worth of the places it
+takes. Kinds with plenty of places are worth ~0 and change nothing; the rare kinds that
+only a few nodes can host (8-GPU pods of 120 cores, pods that accept one rare model) keep
+their nodes until their expected arrivals are covered.
+
 Per decision, in phases: (1) nodes whose free CPU, memory or GPUs changed since the last
 decision (found by comparing arrays) get their fragmentation recomputed; (2) scores
 cached for the pod's kind are reused for unchanged nodes, the others are computed from
@@ -184,23 +196,155 @@ class NodeStats:
         return out
 
 
+_LOG_FACT = np.zeros(1)
+
+
+def _log_factorial(upto: int) -> np.ndarray:
+    """log(i!) for i = 0..upto (grown on demand, shared)."""
+    global _LOG_FACT
+    if len(_LOG_FACT) <= upto:
+        n = max(upto + 1, 2 * len(_LOG_FACT))
+        _LOG_FACT = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, n)))))
+    return _LOG_FACT
+
+
+def poisson_tail(n: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """P(X >= n) for X ~ Poisson(lam), elementwise (n integer, lam >= 0).
+
+    Terms more than ``10 sqrt(lam) + 30`` from ``n`` are below double precision and are
+    skipped, so the cost does not grow with ``n``."""
+    n = np.asarray(n, dtype=np.int64)
+    lam = np.asarray(lam, dtype=float)
+    out = np.where(n <= 0, 1.0, 0.0)
+    width = np.ceil(10.0 * np.sqrt(lam)).astype(np.int64) + 30
+    live = np.flatnonzero((n > 0) & (lam > 0) & (n <= lam + width))
+    if not len(live):
+        return out
+    nn, ll, ww = n[live], lam[live], width[live]
+    below = nn <= ll  # sum the head below n and take 1 - head; else sum the tail from n on
+    lo = np.where(below, np.maximum(nn - ww, 0), nn)
+    hi = np.where(below, nn, nn + ww)
+    span = int((hi - lo).max())
+    i = lo[:, None] + np.arange(span)[None, :]
+    lf = _log_factorial(int(i.max()))
+    terms = np.exp(i * np.log(ll)[:, None] - ll[:, None] - lf[i]) * (i < hi[:, None])
+    s = terms.sum(axis=1)
+    out[live] = np.clip(np.where(below, 1.0 - s, s), 0.0, 1.0)
+    return out
+
+
+class Protection:
+    """Protection levels: the worth (milli-GPU) of one more place of each GPU kind of the mix.
+
+    Keeps ``slots[n, t]`` (pods of kind ``t`` node ``n`` could still take) for the nodes
+    :class:`NodeStats` saw change, and their column sums ``N``."""
+
+    CUTOFF_MILLI = 1.0  # kinds whose place is worth less than this are left out of a decision
+    LOG_CUTOFF = 0.0  # log(CUTOFF_MILLI)
+
+    def __init__(self, mix_arrays: Any, stats: NodeStats) -> None:
+        a = mix_arrays
+        model = stats.model
+        gpu = a.gpu_milli > 0
+        self.stats = stats
+        self.t_cpu, self.t_mem, self.t_gpus = model.t_cpu_div, model.t_mem_div, model.t_gpus
+        self.u, self.t_u, self.access = model.u, model.t_u, model.access
+        self.demand = (a.gpus * a.gpu_milli)[gpu].astype(float)  # GPU milli per pod of the kind
+        self.log_demand = np.log(np.maximum(self.demand, 1e-300))
+        # expected pods of kind t per milli-GPU that arrives: freq_t / mean GPU milli per pod
+        mean = float((a.freq * a.gpus * a.gpu_milli).sum())
+        self.rate = a.freq[gpu] / mean if mean > 0 else np.zeros(int(gpu.sum()))
+        self.seen = np.full(len(stats.version), -1, dtype=np.int64)
+        self.slots = np.zeros((len(stats.version), len(self.demand)), dtype=np.int64)
+        self.total = np.zeros(len(self.demand), dtype=np.int64)
+        self.node_free = np.zeros(len(stats.version), dtype=np.int64)  # free GPU milli per node
+        self.free_milli = 0
+
+    def places(self, model_id: np.ndarray, cpu: np.ndarray, mem: np.ndarray, gpu_free: np.ndarray,
+               kinds: np.ndarray | None = None) -> np.ndarray:
+        """Pods of each kind (all, or the columns ``kinds``) each row's (model, CPU, memory,
+        GPUs) could take."""
+        free = np.maximum(gpu_free, 0)
+        if kinds is None:  # share-sized pieces per distinct share, then per kind
+            pieces = (free[:, :, None] // np.maximum(self.u, 1)).sum(axis=1)[:, self.t_u]
+            gpus, t_cpu, t_mem, access = self.t_gpus, self.t_cpu, self.t_mem, self.access[model_id]
+        else:
+            pieces = (free[:, :, None] // np.maximum(self.u[self.t_u[kinds]], 1)).sum(axis=1)
+            gpus, t_cpu, t_mem = self.t_gpus[kinds], self.t_cpu[kinds], self.t_mem[kinds]
+            access = self.access[model_id[:, None], kinds[None, :]]
+        n = np.minimum(pieces // gpus, np.minimum(cpu[:, None] // t_cpu, mem[:, None] // t_mem))
+        return np.maximum(n, 0) * access
+
+    def sync(self) -> None:
+        st = self.stats
+        changed = np.flatnonzero(self.seen != st.version)
+        if len(changed):
+            gpu_free = st.gpu_free[changed]
+            new = self.places(st.arrays.model_id[changed], st.cpu[changed], st.mem[changed], gpu_free)
+            self.total += (new - self.slots[changed]).sum(axis=0)
+            self.slots[changed] = new
+            self.free_milli += int(np.maximum(gpu_free, 0).sum()) - int(self.node_free[changed].sum())
+            self.node_free[changed] = np.maximum(gpu_free, 0).sum(axis=1)
+            self.seen[changed] = st.version[changed]
+
+    def worth(self) -> tuple[np.ndarray, np.ndarray]:
+        """(kinds, worth of one place of each): ``demand * P(Poisson(E) >= N)``, for the kinds
+        whose worth can reach the cutoff."""
+        lam = self.rate * self.free_milli
+        n = np.maximum(self.total, 1)
+        # Chernoff: P(X >= n) <= exp(n - lam + n log(lam / n)) for n > lam; keep what may reach the cutoff
+        bound = np.where(n > lam, n - lam + n * np.log(np.maximum(lam, 1e-300) / n), 0.0)
+        live = np.flatnonzero((bound + self.log_demand >= self.LOG_CUTOFF) & (self.total > 0))  # 0 places: none to lose
+        if not len(live):
+            return live, np.zeros(0)
+        worth = self.demand[live] * poisson_tail(self.total[live], lam[live])
+        keep = worth >= self.CUTOFF_MILLI
+        return live[keep], worth[keep]
+
+    def penalty(self, shape: PodShape, cand: Candidates) -> np.ndarray | None:
+        """Worth of the places each candidate takes (milli-GPU), or None when nothing is scarce."""
+        if not len(self.demand):
+            return None
+        self.sync()
+        hot, worth = self.worth()
+        if not len(hot):
+            return None
+        st = self.stats
+        hot_slots = self.slots[:, hot]
+        holds = hot_slots.any(axis=1)  # a node with no place of a hot kind loses none
+        rows = np.flatnonzero(holds[cand.node])
+        out = np.zeros(len(cand))
+        if len(rows):
+            nodes = cand.node[rows]
+            after = self.places(st.arrays.model_id[nodes], st.cpu[nodes] - shape.cpu_milli,
+                                st.mem[nodes] - shape.memory_mib, cand.gpu_after[rows], hot)
+            out[rows] = (hot_slots[nodes] - after) @ worth
+        return out
+
+
 class Fragmentation(BasePlugin):
     """Score = descent of the mix's fragmentation, mapped into 0..1.
 
     ``levels`` > 0 rounds the score down to ``1/levels`` steps (the FGD paper uses 100), so
-    that placements whose descents differ by a few milli tie and the tie-break decides."""
+    that placements whose descents differ by a few milli tie and the tie-break decides.
+    ``protect`` lowers each descent by the worth of the scarce places it takes
+    (:class:`Protection`)."""
 
     mode = "capacity"
+    protect = True
 
     def __init__(self, levels: int = 100, scale_milli: float = 1000.0, mode: str | None = None,
-                 coverage: float | None = 1.0) -> None:
+                 coverage: float | None = 1.0, protect: bool | None = None) -> None:
         self.levels = int(levels)
+        if protect is not None:
+            self.protect = bool(protect)
         self.scale = float(scale_milli)
         if mode is not None:
             self.mode = mode
         # the kinds scored against: 1.0 = every kind of the mix; None = the mix's typical pods
         self.coverage = coverage
         self._stats: NodeStats | None = None
+        self._protection: Protection | None = None
         self._cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def prepare(self, shape: PodShape, snap: Snapshot, ctx: Context) -> Any:
@@ -209,7 +353,9 @@ class Fragmentation(BasePlugin):
             return None
         st = self._stats
         if st is None or st.arrays is not snap.arrays or st.model.version != mix.version:
-            st = self._stats = NodeStats(MixModel(mix.arrays(self.coverage), snap.arrays.models, self.mode), snap)
+            arrays = mix.arrays(self.coverage)
+            st = self._stats = NodeStats(MixModel(arrays, snap.arrays.models, self.mode), snap)
+            self._protection = Protection(arrays, st) if self.protect else None
             self._cache.clear()
         else:
             st.refresh(snap)
@@ -218,10 +364,15 @@ class Fragmentation(BasePlugin):
     def score(self, shape: PodShape, snap: Snapshot, cand: Candidates, state: Any) -> np.ndarray | None:
         if state is None or not len(cand):
             return None
-        return self.cached_scores(shape, cand, state)
+        descent = self.cached_descents(shape, cand, state)
+        if self._protection is not None:
+            penalty = self._protection.penalty(shape, cand)
+            if penalty is not None:
+                descent = descent - penalty
+        return self.transform(descent)
 
-    def cached_scores(self, shape: PodShape, cand: Candidates, st: NodeStats) -> np.ndarray:
-        """Transformed descent per candidate, from the per-kind cache (phases 2 and 3)."""
+    def cached_descents(self, shape: PodShape, cand: Candidates, st: NodeStats) -> np.ndarray:
+        """Descent per candidate, from the per-kind cache (phases 2 and 3)."""
         key = (shape.cpu_milli, shape.memory_mib, shape.gpus, shape.gpu_milli if shape.gpus else 0, shape.gpu_models)
         hit = self._cache.get(key)
         if hit is None:
@@ -235,7 +386,7 @@ class Fragmentation(BasePlugin):
             nodes = nodes[np.concatenate(([True], nodes[1:] != nodes[:-1]))]
         stale = nodes[seen[nodes] != st.version[nodes]]
         if len(stale):
-            values[stale] = self.transform(st.descent(shape, stale))
+            values[stale] = st.descent(shape, stale)
             seen[stale] = st.version[stale]
         if shape.is_shared:
             gpu = cand.gpu if cand.gpu is not None else np.array([g[0] for g in cand.gpus], dtype=np.int64)
@@ -252,6 +403,7 @@ class FgdScore(Fragmentation):
     """The paper's score: ``int(sigmoid(descent / 1000) * 100)``, as a fraction of 100."""
 
     mode = "fgd"
+    protect = False
 
     def __init__(self) -> None:
         super().__init__(levels=100, scale_milli=1000.0, coverage=None)

@@ -119,6 +119,7 @@ class RunResult:
     frag_milli: np.ndarray  # float [E]
     idle_milli: np.ndarray  # int64 [E]
     failed_by_kind: dict[str, list[int]] = field(default_factory=dict)  # kind -> [pods, GPU milli]
+    first_failure: dict[str, int] = field(default_factory=dict)  # kind -> arrived GPU milli at its first failure
     wall_s: float = 0.0
     cpu_s: float = 0.0  # process CPU time of the run (the machine may be shared)
     snapshot: Snapshot | None = None  # the cluster after the last pod
@@ -224,6 +225,7 @@ def run_fillup(arrays: TopologyArrays, pods: Sequence[PodRow], policy: str, seed
             if choice is None:
                 res.placed[i] = False
                 kind = failure_kind(pod)
+                res.first_failure.setdefault(kind, state["arrived"])
                 tally = res.failed_by_kind.setdefault(kind, [0, 0])
                 tally[0] += 1
                 tally[1] += pod.gpu_milli_total

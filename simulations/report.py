@@ -7,7 +7,9 @@
                           "unallocated_gpu_pct_sd": {"100": sd, "130": sd},
                           "per_seed": {"42": {"100": ..., "130": ...}},
                           "curves": {"unallocated_gpu_pct": {"0": ..., ..., "130": ...}, ...},
-                          "failed_pods": ..., "failed_by_kind": {...}, "wall_s": ...}},
+                          "failed_pods": ..., "failed_by_kind": {...},
+                          "first_failure_arrived_pct": {"8-gpu": {"mean": ..., "min": ..., "runs": ...}},
+                          "wall_s": ...}},
      "bound": {"unallocated_gpu_pct_min": {"any": mean, "all_shared_placed": mean},   # with --bound
                "per_seed": {"42": {"any": ..., "all_shared_placed": ..., ...}}}}
 
@@ -91,6 +93,15 @@ def summarize(runs: Sequence[RunResult], trace: str, extra: dict | None = None) 
         entry["failed_pods"] = round(float(np.mean([r.n_failed for r in prs])), 2)
         entry["failed_by_kind"] = {k: {"pods": round(v[0], 2), "gpu_milli": round(v[1], 1)}
                                    for k, v in sorted(kinds.items())}
+        # how early each kind is first turned away (arrived demand, % of capacity), over the
+        # runs where it was turned away at all
+        cap = prs[0].capacity_milli
+        first: dict[str, list[float]] = {}
+        for r in prs:
+            for kind, milli in r.first_failure.items():
+                first.setdefault(kind, []).append(100.0 * milli / cap)
+        entry["first_failure_arrived_pct"] = {k: {"mean": round(float(np.mean(v)), 2), "min": round(min(v), 2),
+                                                  "runs": len(v)} for k, v in sorted(first.items())}
         entry["pods"] = prs[0].n_pods
         entry["wall_s"] = round(float(np.mean([r.wall_s for r in prs])), 3)
         entry["cpu_s"] = round(float(np.mean([r.cpu_s for r in prs])), 3)

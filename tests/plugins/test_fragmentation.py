@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from plugins.base import Context
-from plugins.fragmentation import FgdScore, Fragmentation, MixModel, NodeStats, node_fragmentation
+from plugins.fragmentation import FgdScore, Fragmentation, MixModel, NodeStats, node_fragmentation, poisson_tail
 from scheduler.engine import build_candidates, feasible, place_pod
 from scheduler.snapshot import PodShape, Snapshot
 from scheduler.workload_mix import PodKind, WorkloadMix
@@ -143,3 +143,73 @@ def test_toposched_scores_every_kind_fgd_only_the_typical_ones():
     assert m.arrays().kinds == (K1,)
     assert set(m.arrays(1.0).kinds) == {K1, rare}
     assert Fragmentation().coverage == 1.0 and FgdScore().coverage is None
+
+
+# ------------------------------------------------------------------ protection levels
+
+BIG = PodKind(100000, 1000, 8)  # only n1 has 8 GPUs and 100 cores for it
+
+
+def poisson_tail_direct(n, lam):
+    return 1.0 - sum(math.exp(-lam + i * math.log(lam) - math.lgamma(i + 1)) for i in range(n))
+
+
+@pytest.mark.parametrize("n,lam", [(0, 0.0), (0, 3.0), (1, 0.0), (1, 0.5), (3, 2.5), (10, 2.727), (40, 30.0),
+                                   (25, 30.0), (120, 100.0), (200, 100.0)])
+def test_poisson_tail_matches_the_sum_of_the_mass_function(n, lam):
+    expected = 1.0 if n == 0 else (0.0 if lam == 0 else poisson_tail_direct(n, lam))
+    assert poisson_tail(np.array([n]), np.array([lam]))[0] == pytest.approx(expected, abs=1e-12)
+
+
+def test_protection_charges_the_last_place_of_a_rare_kind(snap):
+    # mix: BIG x1, K2 x3 (mean GPU demand per pod (8000 + 3 * 1000) / 4 = 2750 milli)
+    m = mix({BIG: 1, K2: 3})
+    ctx = Context(mix=m)
+    shape = PodShape(cpu_milli=4000, gpus=1, gpu_milli=1000)
+    plugin = Fragmentation(levels=0)
+    st = plugin.prepare(shape, snap, ctx)
+    cand = build_candidates(snap, shape, feasible_nodes(snap, shape))
+    assert cand.node.tolist() == [0, 1]
+    prot = plugin._protection
+    prot.sync()
+    kinds = list(m.arrays(1.0).kinds)
+    big, k2 = kinds.index(BIG), kinds.index(K2)
+    # places: BIG only on n1 (one), K2 two on n0 and eight on n1
+    assert prot.slots[:, big].tolist() == [0, 1] and prot.slots[:, k2].tolist() == [2, 8]
+    free = 10000
+    worth_big = 8000 * (1 - math.exp(-0.25 * free / 2750))  # P(Poisson(0.909) >= 1)
+    hot, worth = prot.worth()
+    assert hot.tolist() == [big]  # K2's 10 places against 2.7 expected pods are worth < 1 milli
+    assert worth[0] == pytest.approx(worth_big)
+    penalty = prot.penalty(shape, cand)
+    assert penalty.tolist() == pytest.approx([0.0, worth_big])  # only n1 loses BIG's place
+    scores = plugin.score(shape, snap, cand, st)
+    bare = Fragmentation(levels=0, protect=False)
+    plain = bare.score(shape, snap, cand, bare.prepare(shape, snap, ctx))
+    descent = st.descent(shape, cand.node)
+    np.testing.assert_allclose(plain, 1 / (1 + np.exp(-descent / 1000)))
+    np.testing.assert_allclose(scores, 1 / (1 + np.exp(-(descent - penalty) / 1000)))
+
+
+def test_protection_follows_placements_and_leaves_plenty_alone(snap):
+    m = mix({BIG: 1, K2: 3})
+    ctx = Context(mix=m)
+    shape = PodShape(cpu_milli=4000, gpus=1, gpu_milli=1000)
+    plugin = Fragmentation()
+    plugin.prepare(shape, snap, ctx)
+    snap.apply(1, (0,), 1000, 4000, 0)  # n1 can no longer take BIG: nothing left to protect for it
+    plugin.prepare(shape, snap, ctx)
+    prot = plugin._protection
+    prot.sync()
+    big = list(m.arrays(1.0).kinds).index(BIG)
+    assert prot.total[big] == 0 and prot.free_milli == 9000
+    assert big not in prot.worth()[0].tolist()
+    # kinds with places to spare are worth nothing: 50 idle G2 nodes, K2 and K1 each well
+    # below its places (400 K2 places, 160 expected; 800 K1 places, 480 expected)
+    plugin = Fragmentation()
+    nodes = "sn,cpu_milli,memory_mib,gpu,model\n" + "".join(f"g{i},128000,786432,8,G2\n" for i in range(50))
+    big_cluster = Snapshot.empty(openb_arrays(nodes, "fifty"))
+    plugin.prepare(shape, big_cluster, Context(mix=mix({K2: 1, K1: 3})))
+    cand = build_candidates(big_cluster, shape, feasible_nodes(big_cluster, shape))
+    assert plugin._protection.penalty(shape, cand) is None
+    assert FgdScore().protect is False and Fragmentation().protect is True

@@ -35,6 +35,9 @@ def test_writes_summary_csvs_and_plots(files, tmp_path, capsys):
         assert set(entry["unallocated_gpu_pct"]) == {"100", "130"}
         assert set(entry["per_seed"]) == {"1", "2"}
         assert entry["unallocated_gpu_pct_sd"]["100"] is not None
+        assert set(entry["first_failure_arrived_pct"]) == set(entry["failed_by_kind"])
+        for first in entry["first_failure_arrived_pct"].values():
+            assert 0 < first["min"] <= first["mean"] <= 130 and 1 <= first["runs"] <= 2
         for seed in (1, 2):
             assert (out / f"{policy}_seed{seed}.csv").read_text().startswith("event,pod,placed,node")
     for png in ("unallocated_vs_arrived.png", "fragmentation_vs_arrived.png", "unallocated_at_100.png"):

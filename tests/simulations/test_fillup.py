@@ -12,7 +12,7 @@ from plugins.base import Context
 from scheduler.engine import place
 from scheduler.snapshot import Snapshot
 from scheduler.workload_mix import PodKind, typical_kinds
-from simulations.fillup import RunResult, arrival_order, engine_for, openb_arrays, run_fillup, typical_mix
+from simulations.fillup import RunResult, arrival_order, engine_for, failure_kind, openb_arrays, run_fillup, typical_mix
 
 NODES = "sn,cpu_milli,memory_mib,gpu,model\n" + "".join(
     f"n{i},{96000 if i % 3 else 32000},{393216},{8 if i % 3 else 2},{'G2' if i % 3 else 'T4'}\n" for i in range(12))
@@ -108,6 +108,12 @@ def test_accounting_and_fragmentation_timeline(arrays):
     assert r.arrived_milli[-1] == sum(by_name[n.split("-clone-")[0]].gpu_milli_total for n in r.pods[1:])
     assert r.used_milli[-1] + sum(tally[1] for tally in r.failed_by_kind.values()) == r.arrived_milli[-1]
     assert r.n_failed == sum(t[0] for t in r.failed_by_kind.values()) > 0  # 1.3x the capacity: some fail
+    # each kind's first failure: the arrived demand just after the first failed pod of that kind
+    kinds = {p.name: failure_kind(p) for p in pods(200)}
+    for kind, milli in r.first_failure.items():
+        first = next(i for i in range(1, len(r.pods)) if not r.placed[i] and kinds[r.pods[i].split("-clone-")[0]] == kind)
+        assert milli == r.arrived_milli[first]
+    assert set(r.first_failure) == set(r.failed_by_kind)
     assert (r.idle_milli == r.capacity_milli - r.used_milli).all()
     assert r.frag_milli[-1] == pytest.approx(node_fragmentation(r.snapshot, typical_mix(pods(200))).sum())
     # no GPU over-committed, nothing below zero
