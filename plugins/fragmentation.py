@@ -29,7 +29,7 @@ t's share // t.gpus, CPU // t.cpu, memory // t.memory)``, summed) and ``E_t`` th
 per arriving pod``), one place of ``t`` is worth ``t``'s GPU milli times the chance that
 ``t`` still needs it, ``P(Poisson(E_t) >= N_t)`` (the expected-marginal-revenue rule of
 airline seat protection). A candidate's descent is lowered by the worth of the places it
-takes. Kinds with plenty of places are worth ~0 and change nothing; the rare kinds that
+takes (of kinds other than the pod's own, which it takes one of anywhere). Kinds with plenty of places are worth ~0 and change nothing; the rare kinds that
 only a few nodes can host (8-GPU pods of 120 cores, pods that accept one rare model) keep
 their nodes until their expected arrivals are covered.
 
@@ -47,6 +47,7 @@ import numpy as np
 
 from plugins.base import BasePlugin, Candidates, Context, register
 from scheduler.snapshot import PodShape, Snapshot
+from scheduler.workload_mix import PodKind
 
 NAME = "fragmentation"
 NAME_FGD = "fgd"
@@ -143,11 +144,12 @@ class NodeStats:
 
     def refresh(self, snap: Snapshot) -> None:
         """Find the nodes whose free CPU, memory or GPUs differ from what was seen last; update them."""
-        width = self.gpu_free.shape[1]
-        gpu_cells = np.flatnonzero(snap.gpu_free.ravel() != self.gpu_free.ravel())
-        other = np.flatnonzero((snap.free_cpu != self.cpu) | (snap.free_mem != self.mem))
-        if len(gpu_cells) or len(other):
-            self.update(snap, np.unique(np.concatenate([gpu_cells // width, other])))
+        changed = (snap.gpu_free != self.gpu_free).any(axis=1)
+        changed |= snap.free_cpu != self.cpu
+        changed |= snap.free_mem != self.mem
+        idx = np.flatnonzero(changed)
+        if len(idx):
+            self.update(snap, idx)
 
     def update(self, snap: Snapshot, idx: np.ndarray) -> None:
         """Re-read nodes ``idx`` (known to have changed) from ``snap``; F is recomputed when needed."""
@@ -250,6 +252,7 @@ class Protection:
         self.t_cpu, self.t_mem, self.t_gpus = model.t_cpu_div, model.t_mem_div, model.t_gpus
         self.u, self.t_u, self.access = model.u, model.t_u, model.access
         self.demand = (a.gpus * a.gpu_milli)[gpu].astype(float)  # GPU milli per pod of the kind
+        self.column = {k: i for i, k in enumerate(k for k in a.kinds if k.gpu_milli > 0)}
         self.log_demand = np.log(np.maximum(self.demand, 1e-300))
         # expected pods of kind t per milli-GPU that arrives: freq_t / mean GPU milli per pod
         mean = float((a.freq * a.gpus * a.gpu_milli).sum())
@@ -287,14 +290,16 @@ class Protection:
             self.node_free[changed] = np.maximum(gpu_free, 0).sum(axis=1)
             self.seen[changed] = st.version[changed]
 
-    def worth(self) -> tuple[np.ndarray, np.ndarray]:
+    def worth(self, skip: int = -1) -> tuple[np.ndarray, np.ndarray]:
         """(kinds, worth of one place of each): ``demand * P(Poisson(E) >= N)``, for the kinds
-        whose worth can reach the cutoff."""
+        (but ``skip``) whose worth can reach the cutoff."""
         lam = self.rate * self.free_milli
         n = np.maximum(self.total, 1)
         # Chernoff: P(X >= n) <= exp(n - lam + n log(lam / n)) for n > lam; keep what may reach the cutoff
         bound = np.where(n > lam, n - lam + n * np.log(np.maximum(lam, 1e-300) / n), 0.0)
         live = np.flatnonzero((bound + self.log_demand >= self.LOG_CUTOFF) & (self.total > 0))  # 0 places: none to lose
+        if skip >= 0:
+            live = live[live != skip]
         if not len(live):
             return live, np.zeros(0)
         worth = self.demand[live] * poisson_tail(self.total[live], lam[live])
@@ -303,10 +308,11 @@ class Protection:
 
     def penalty(self, shape: PodShape, cand: Candidates) -> np.ndarray | None:
         """Worth of the places each candidate takes (milli-GPU), or None when nothing is scarce."""
-        if not len(self.demand):
+        own = self.column.get(PodKind.of(shape), -1)  # a pod takes a place of its own kind wherever it goes
+        if len(self.demand) - (own >= 0) <= 0:
             return None
         self.sync()
-        hot, worth = self.worth()
+        hot, worth = self.worth(skip=own)
         if not len(hot):
             return None
         st = self.stats

@@ -38,6 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from models.placement import Placement, RequestOutcome, SolverReport, SolverStatus
 from models.requests import GangRequest, PodRequest
 from plugins.base import Context
@@ -54,6 +56,7 @@ from scheduler.queue import SchedulingQueue, Unit, UnitState, gang_unit_key
 from scheduler.reporting import Reporter
 from scheduler.serve_config import ServeConfig
 from scheduler.snapshot import PodShape, Snapshot
+from scheduler.workload_mix import ArrivalMix
 
 log = logging.getLogger("toposched.loop")
 
@@ -135,6 +138,10 @@ class Scheduler:
         self.queue = SchedulingQueue(clock, config.backoff.initial_s, config.backoff.max_s,
                                      config.backoff.unschedulable_retry_s)
         self.engine = Engine.from_config(config.placement)
+        mix = config.workload_mix
+        self.arrivals = ArrivalMix(mix.half_life_pods, mix.publish_every, mix.coverage)  # what fragmentation scores against
+        self._counted: set[str] = set()  # pending pods already counted in ``arrivals``
+        self._rng = np.random.default_rng(config.placement.seed)
         self.failures = FailureHandler(getattr(config, "node_failures", None), clock)  # node failures, gang repair
         self.reporter = Reporter(events, binder, clock=clock, wall=wall,
                                  repeat_interval_s=config.event_repeat_interval_s, background=background_reporting,
@@ -302,8 +309,10 @@ class Scheduler:
             if old is not None and self._queued(key) and _what_placement_reads(old) == _what_placement_reads(pod):
                 return  # a status write (ours: PodScheduled) changes nothing for placement
             self._invalid.pop(key, None)
+            self._count_arrival(key, pod)
             self._enqueue(key, pod, changed=old is not None)
             return
+        self._counted.discard(key)
         self._dequeue(key)
         if state == "bound":
             self.reporter.forget(key)
@@ -315,6 +324,21 @@ class Scheduler:
         elif state == "gone":
             self._pod_gone(key, freed=True)
 
+    def _count_arrival(self, key: str, pod: Mapping[str, Any]) -> None:
+        """Count a pod we are asked to place in the arriving mix, once (an unreadable pod is not counted)."""
+        if key in self._counted:
+            return
+        try:
+            req = workloads.pod_request(pod, self.cache.levels)
+        except workloads.WorkloadError:
+            return
+        self._counted.add(key)
+        self.arrivals.observe(PodShape.of(req))
+
+    def _context(self) -> Context:
+        """What a decision knows beyond the snapshot: the arriving mix, the scheduler's RNG."""
+        return Context(mix=self.arrivals.mix, rng=self._rng)
+
     def _queued(self, key: str) -> bool:
         gang = self._gang_of.get(key)
         if gang is None:
@@ -322,6 +346,7 @@ class Scheduler:
         return gang_unit_key(gang) in self.queue or gang in self._gang_binds
 
     def _pod_gone(self, key: str, freed: bool) -> None:
+        self._counted.discard(key)
         self._dequeue(key)
         self._preempting.discard(key)
         self.reporter.forget(key)
@@ -488,7 +513,7 @@ class Scheduler:
                         for r in requests]
         else:
             try:
-                outcomes = place(snap, requests, self.engine).outcomes
+                outcomes = place(snap, requests, self.engine, self._context()).outcomes
             except Exception:  # noqa: BLE001 - one bad request must not block the batch: decide one by one
                 log.exception("batch placement failed; deciding requests one at a time")
                 outcomes = None
@@ -503,7 +528,7 @@ class Scheduler:
     def _decide_alone(self, unit: Unit, req: Any, members: dict[str, str], stats: CycleStats) -> None:
         snap = self._snapshot({unit.key}, _priority_of(req))
         try:
-            out = place(snap, [req], self.engine).outcomes[0] if snap is not None else None
+            out = place(snap, [req], self.engine, self._context()).outcomes[0] if snap is not None else None
         except Exception as exc:  # noqa: BLE001
             log.exception("placement failed", extra={"pod": unit.key})
             self._scheduler_error(unit, f"internal error while placing: {type(exc).__name__}: {exc}")

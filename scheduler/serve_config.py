@@ -66,12 +66,21 @@ class BackoffConfig(_Strict):
         return self
 
 
+class WorkloadMixConfig(_Strict):
+    """The arriving mix the fragmentation score is measured against (``ArrivalMix``)."""
+
+    half_life_pods: Annotated[float, Field(gt=0)] = 2000.0  # older arrivals count half after this many new ones
+    publish_every: Annotated[int, Field(ge=1)] = 100  # new pods between two re-scorings of every node
+    coverage: Annotated[float, Field(gt=0, le=1)] = 0.95  # FGD's typical pods; the toposched profile uses every kind
+
+
 class ServeConfig(_Strict):
     """Everything ``toposched serve --mode scheduler`` needs besides the API server address."""
 
     scheduler_name: str = "toposched"
     levels: list[LevelSpec] | None = None
     placement: PlacementConfig = PlacementConfig()
+    workload_mix: WorkloadMixConfig = WorkloadMixConfig()
     leader_election: LeaderElectionConfig = LeaderElectionConfig()
     backoff: BackoffConfig = BackoffConfig()
     # how long a gang may wait for its members before a Warning event says who is missing

@@ -6,9 +6,11 @@ frequency until they cover ``coverage`` (95%) of all pods counted, with frequenc
 renormalised over the kinds kept (FGD, USENIX ATC'23, section 4; equal counts are
 ordered by the larger kind first, so the cut is deterministic).
 
-The simulator builds a mix once from the trace it replays; the live scheduler feeds it
-from observed arrivals (``observe``). ``version`` changes whenever the typical set may
-have changed, so plugins can cache per version.
+The simulator builds a mix once from the trace it replays; the live scheduler and the
+extender count the pods they are asked to place in an :class:`ArrivalMix`, which publishes
+a fresh ``WorkloadMix`` now and then. ``version`` changes whenever the typical set may
+have changed, so plugins can cache per version (a new version makes the fragmentation
+plugins recompute every node once).
 """
 
 from __future__ import annotations
@@ -69,6 +71,14 @@ class WorkloadMix:
         k = PodKind.of(shape)
         self._counts[k] = self._counts.get(k, 0.0) + weight
         self._memory[k] = self._memory.get(k, 0.0) + weight * shape.memory_mib
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[PodKind, float], memory_mib: Mapping[PodKind, float],
+                    coverage: float = DEFAULT_COVERAGE) -> WorkloadMix:
+        """A mix of weighted kind counts; ``memory_mib`` holds each kind's summed memory (MiB x weight)."""
+        mix = cls(counts, coverage=coverage)
+        mix._memory = {k: float(memory_mib.get(k, 0.0)) for k in mix._counts}
+        return mix
 
     def observe(self, shape: PodShape, weight: float = 1.0) -> None:
         """Count one more arrival of ``shape`` (the live scheduler's feed)."""
@@ -155,3 +165,60 @@ def typical_kinds(counts: Mapping[PodKind, float], coverage: float = DEFAULT_COV
 
 def is_shared(kind: PodKind) -> bool:
     return kind.gpus == 1 and 0 < kind.gpu_milli < GPU_MILLI
+
+
+class ArrivalMix:
+    """The mix a live scheduler sees: the pods it is asked to place, counted as they arrive.
+
+    Counts fade with a half-life of ``half_life_pods`` arrivals, so the mix follows a
+    workload that changes. Every observation goes into pending counts; a new
+    :class:`WorkloadMix` is published (``mix``) when ``publish_every`` pods arrived since the
+    last one, or, while the mix is young, when the new pods are a tenth of what it already
+    holds (so the first pods count at once, and a big cluster is not re-scored per pod).
+    Pods that ask for no GPU count too: they are part of what fragmentation is measured
+    against (they see every free GPU as fragment)."""
+
+    def __init__(self, half_life_pods: float = 2000.0, publish_every: int = 100,
+                 coverage: float = DEFAULT_COVERAGE) -> None:
+        if half_life_pods <= 0 or publish_every < 1:
+            raise ValueError("half_life_pods must be > 0 and publish_every >= 1")
+        self.half_life = float(half_life_pods)
+        self.publish_every = int(publish_every)
+        self.coverage = coverage
+        self._counts: dict[PodKind, float] = {}
+        self._memory: dict[PodKind, float] = {}
+        self._new: list[tuple[PodKind, int]] = []
+        self.observed = 0
+        self.published = 0  # how many mixes were published
+        self.mix: WorkloadMix | None = None
+
+    @property
+    def weight(self) -> float:
+        return float(sum(self._counts.values()))
+
+    def observe(self, shape: PodShape) -> bool:
+        """Count one arriving pod; True when a new mix was published."""
+        self._new.append((PodKind.of(shape), int(shape.memory_mib)))
+        self.observed += 1
+        n = len(self._new)
+        if n >= self.publish_every or n >= 0.1 * self.weight:
+            self.publish()
+            return True
+        return False
+
+    def publish(self) -> None:
+        """Fold the pending arrivals in (older counts fade by their age in arrivals) and publish."""
+        if not self._new:
+            return
+        fade = 0.5 ** (len(self._new) / self.half_life)
+        for k in self._counts:
+            self._counts[k] *= fade
+            self._memory[k] *= fade
+        for kind, mib in self._new:
+            self._counts[kind] = self._counts.get(kind, 0.0) + 1.0
+            self._memory[kind] = self._memory.get(kind, 0.0) + mib
+        self._new.clear()
+        for k in [k for k, c in self._counts.items() if c < 1e-3]:  # faded away
+            del self._counts[k], self._memory[k]
+        self.mix = WorkloadMix.from_counts(self._counts, self._memory, self.coverage)
+        self.published += 1

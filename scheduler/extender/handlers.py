@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,7 @@ from scheduler.extender.state import ClusterState
 from scheduler.ledger import LedgerError
 from scheduler.ports import Binder, EventSink, KubeApiError, ObjectRef
 from scheduler.snapshot import PodShape, Snapshot
+from scheduler.workload_mix import ArrivalMix
 from scheduler.workloads.disruption import Tally, covering
 
 log = logging.getLogger("toposched.extender")
@@ -63,6 +65,7 @@ OPT_OUT_ANNOTATION = "toposched.io/extender"
 OPT_OUT_VALUE = "ignore"
 UNKNOWN_NODE = "node is not in toposched's cache (yet)"
 HOLD_TTL_S = 30.0
+COUNTED_UIDS = 100_000  # pod uids remembered as counted in the arriving mix
 PENDING_TTL_S = 600.0
 
 
@@ -174,7 +177,7 @@ class ExtenderHandlers:
     def __init__(self, state: ClusterState, engine: Engine, *, binder: Binder | None = None,
                  events: EventSink | None = None, clock: Callable[[], float] = time.monotonic,
                  gang_timeout_s: float | None = None, hold_ttl_s: float = HOLD_TTL_S,
-                 ctx: Context | None = None) -> None:
+                 ctx: Context | None = None, arrivals: ArrivalMix | None = None) -> None:
         self.state = state
         self.engine = engine
         self.binder = binder
@@ -183,6 +186,9 @@ class ExtenderHandlers:
         self.gang_timeout_s = gang_timeout_s
         self.hold_ttl_s = hold_ttl_s
         self.ctx = ctx or Context(rng=np.random.default_rng(engine.config.seed))
+        # the arriving mix (GPU pods seen by filter, each once) that fragmentation scores against
+        self.arrivals = arrivals or ArrivalMix()
+        self._counted: OrderedDict[str, None] = OrderedDict()  # uids counted, oldest first (bounded)
         self.reservations = ReservationBook(clock, gang_timeout_s or workloads.DEFAULT_GANG_TIMEOUT_S)
         self._lock = threading.RLock()
         self._pending: dict[str, PodWork] = {}  # uid -> pod seen by filter, not bound yet
@@ -324,6 +330,7 @@ class ExtenderHandlers:
             return _filter_result(args, set(names), {}, {})
         with self._lock:
             self._housekeeping()
+            self._count_arrival(work)
             if work.group is not None:
                 return self._filter_gang(args, names, work)
             self._pending[work.uid] = work
@@ -351,6 +358,16 @@ class ExtenderHandlers:
             if len(passed) == 1 and scored is not None:
                 self._hold_best(work, snap, scored, next(iter(passed)))
             return _filter_result(args, passed, failed, unresolvable)
+
+    def _count_arrival(self, work: PodWork) -> None:
+        """Count a pod in the arriving mix the first time filter sees it."""
+        if work.uid in self._counted:
+            return
+        self._counted[work.uid] = None
+        if len(self._counted) > COUNTED_UIDS:
+            self._counted.popitem(last=False)
+        if self.arrivals.observe(work.shape):
+            self.ctx = Context(mix=self.arrivals.mix, rng=self.ctx.rng)
 
     def _filter_gang(self, args: wire.ExtenderArgs, names: list[str], work: PodWork) -> wire.ExtenderFilterResult:
         assert work.group is not None

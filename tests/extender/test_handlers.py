@@ -456,3 +456,28 @@ def test_node_affinity_the_engine_cannot_express_is_left_to_kube_scheduler():
         "nodeSelectorTerms": [{"matchExpressions": [{"key": "x", "operator": "NotIn", "values": ["a"]}]}]}}}
     h = make_handlers(cluster())
     assert run_filter(h, pod).node_names == ALL
+
+
+# --- the arriving mix ----------------------------------------------------------------------
+
+
+def test_filter_counts_each_gpu_pod_once_and_prioritize_scores_against_the_mix():
+    from models.placement import Placement
+    from scheduler.workloads import assignment_annotations
+
+    half = {"toposched.io/gpu-milli": "500"}
+    running = gpu_pod("running", node="n2", annotations={
+        **half, **assignment_annotations(Placement("ml/running", "n2", 0, (3,), 500, 0, 0))})
+    h = make_handlers(cluster(), [running])
+    assert h.arrivals.mix is None and h.ctx.mix is None
+    whole = gpu_pod("whole")
+    run_filter(h, whole)
+    run_filter(h, whole)  # kube-scheduler retries the same pod: counted once
+    run_filter(h, gpu_pod("cpu-only", gpus=0))  # not ours: passes through, not counted
+    assert h.arrivals.observed == 1 and h.ctx.mix is h.arrivals.mix is not None
+    pod = gpu_pod("half", annotations=half)
+    run_filter(h, pod)
+    assert h.arrivals.observed == 2 and {k.gpu_milli for k, _ in h.ctx.mix.typical} == {1000, 500}
+    # a fresh GPU would leave 500m the whole-GPU kind cannot use; n2's half-used GPU 3 would not
+    scores = run_prioritize(h, pod)
+    assert scores["n2"] == max(scores.values()) and scores["n1"] < scores["n2"]
