@@ -1001,6 +1001,9 @@ class Scheduler:
         for q, n in counts.items():
             self.metrics.pending_pods.labels(queue=q).set(n)
         self.metrics.pending_pods.labels(queue="gated").set(len(self.cache.gated))
+        self.metrics.mix_arrivals.set(self.arrivals.observed)
+        mix = self.arrivals.mix
+        self.metrics.mix_kinds.set(0 if mix is None else len(mix.typical))
         for model, (used, free, frag) in self.cache.gpu_stats().items():
             self.metrics.gpus.labels(model=model, state="allocated").set(used)
             self.metrics.gpus.labels(model=model, state="free").set(free)

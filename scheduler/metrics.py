@@ -74,6 +74,10 @@ class SchedulerMetrics:
         self.topology_version = Gauge("toposched_topology_version", "Topology rebuilds so far.", registry=r)
         self.invalid_objects = Gauge("toposched_invalid_nodes", "Nodes left out because their labels or "
                                      "annotations cannot be read.", registry=r)
+        self.mix_arrivals = Gauge("toposched_workload_mix_arrivals", "Pods counted in the arriving mix the "
+                                  "fragmentation score packs against.", registry=r)
+        self.mix_kinds = Gauge("toposched_workload_mix_kinds", "Pod kinds in the published arriving mix "
+                               "(0: no mix yet, fragmentation abstains).", registry=r)
         self.invalid_budgets = Gauge("toposched_invalid_disruption_budgets", "PodDisruptionBudgets preemption "
                                      "ignores because their selector or status cannot be read.", registry=r)
         for q in QUEUES:

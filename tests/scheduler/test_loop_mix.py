@@ -39,6 +39,11 @@ def test_a_shared_pod_fills_the_half_used_gpu_once_the_mix_is_known():
     assert placed(rig, "whole") == ("n0", (0,))
     assert placed(rig, "half") == ("n1", (3,))
     rig.s.cache.ledger.check_invariants()
+    rig.clock.advance(2.0)
+    rig.s.step()  # gauges are refreshed at most once a second
+    registry = rig.s.metrics.registry
+    assert registry.get_sample_value("toposched_workload_mix_arrivals") == 2
+    assert registry.get_sample_value("toposched_workload_mix_kinds") == 2
 
 
 def test_without_a_mix_the_same_pod_goes_to_the_first_node():
