@@ -309,8 +309,8 @@ class Scheduler:
             if old is not None and self._queued(key) and _what_placement_reads(old) == _what_placement_reads(pod):
                 return  # a status write (ours: PodScheduled) changes nothing for placement
             self._invalid.pop(key, None)
-            self._count_arrival(key, pod)
             self._enqueue(key, pod, changed=old is not None)
+            self._count_arrival(key, pod)
             return
         self._counted.discard(key)
         self._dequeue(key)
@@ -328,12 +328,13 @@ class Scheduler:
         """Count a pod we are asked to place in the arriving mix, once (an unreadable pod is not counted)."""
         if key in self._counted:
             return
-        try:
-            req = workloads.pod_request(pod, self.cache.levels)
-        except workloads.WorkloadError:
-            return
         self._counted.add(key)
-        self.arrivals.observe(PodShape.of(req))
+        try:
+            self.arrivals.observe(PodShape.of(workloads.pod_request(pod, self.cache.levels)))
+        except workloads.WorkloadError:
+            self._counted.discard(key)  # unreadable: said when the pod is decided; counted once fixed
+        except Exception:  # noqa: BLE001 - counting must never keep a pod from being scheduled
+            log.exception("could not count a pod in the workload mix", extra={"pod": key})
 
     def _context(self) -> Context:
         """What a decision knows beyond the snapshot: the arriving mix, the scheduler's RNG."""

@@ -366,8 +366,11 @@ class ExtenderHandlers:
         self._counted[work.uid] = None
         if len(self._counted) > COUNTED_UIDS:
             self._counted.popitem(last=False)
-        if self.arrivals.observe(work.shape):
-            self.ctx = Context(mix=self.arrivals.mix, rng=self.ctx.rng)
+        try:
+            if self.arrivals.observe(work.shape):
+                self.ctx = Context(mix=self.arrivals.mix, rng=self.ctx.rng)
+        except Exception:  # noqa: BLE001 - counting must never fail a verb
+            log.exception("could not count a pod in the workload mix", extra={"pod": work.key})
 
     def _filter_gang(self, args: wire.ExtenderArgs, names: list[str], work: PodWork) -> wire.ExtenderFilterResult:
         assert work.group is not None

@@ -481,3 +481,13 @@ def test_filter_counts_each_gpu_pod_once_and_prioritize_scores_against_the_mix()
     # a fresh GPU would leave 500m the whole-GPU kind cannot use; n2's half-used GPU 3 would not
     scores = run_prioritize(h, pod)
     assert scores["n2"] == max(scores.values()) and scores["n1"] < scores["n2"]
+
+
+def test_a_failure_to_count_a_pod_does_not_fail_filter():
+    h = make_handlers(cluster())
+
+    def broken(shape):
+        raise RuntimeError("mix is broken")
+
+    h.arrivals.observe = broken
+    assert run_filter(h, gpu_pod("whole")).node_names == ALL

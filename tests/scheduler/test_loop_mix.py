@@ -66,3 +66,14 @@ def test_each_pending_pod_is_counted_once_and_bound_pods_not_at_all():
     kinds = {(k.gpus, k.gpu_milli) for k, _ in rig.s.arrivals.mix.typical}
     assert kinds == {(2, 1000), (1, 500)}
     assert not rig.s._counted  # both bound: nothing pending is remembered
+
+
+def test_a_failure_to_count_a_pod_does_not_keep_it_from_being_placed():
+    rig = LoopRig(nodes=1, settle=True)
+
+    def broken(shape):
+        raise RuntimeError("mix is broken")
+
+    rig.s.arrivals.observe = broken
+    rig.add(o.pod("a", 1))
+    assert rig.cluster.bound() == {"default/a": "n0"}
