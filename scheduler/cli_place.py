@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
 from models.cluster import load_cluster
 from models.errors import SpecError
 from models.placement import Decision
@@ -13,8 +15,11 @@ from models.requests import RequestFile
 from models.spec import parse_document, read_text, validate_model
 from models.state import StateFile
 from models.topology import build_arrays
+from plugins.base import Context
 from scheduler.engine import Engine, PlacementConfig, place
 from scheduler.ledger import Ledger, load_state
+from scheduler.snapshot import PodShape
+from scheduler.workload_mix import WorkloadMix, request_mix
 
 NAME = "place"
 
@@ -64,7 +69,16 @@ def decide(args: argparse.Namespace) -> Decision:
     except KeyError as exc:
         raise SpecError(str(exc.args[0]), source=args.config or "--profile") from None
     request = load_request(args.request)
-    return place(ledger.snapshot(), request, engine)
+    rng = np.random.default_rng(config.seed)
+    return place(ledger.snapshot(), request, engine, Context(mix=file_mix(request), rng=rng))
+
+
+def file_mix(request: RequestFile) -> WorkloadMix | None:
+    """The request file's own pods as the mix the fragmentation score packs against."""
+    pods = [(PodShape.of(p), 1) for p in request.pods]
+    pods += [(PodShape.of(r.pod), r.replicas) for r in request.replica_sets]
+    pods += [(PodShape.of(role), role.count) for g in request.gangs for role in g.roles]
+    return request_mix(pods)
 
 
 def render_table(decision: Decision) -> str:

@@ -167,6 +167,18 @@ def is_shared(kind: PodKind) -> bool:
     return kind.gpus == 1 and 0 < kind.gpu_milli < GPU_MILLI
 
 
+def request_mix(pods: Iterable[tuple[PodShape, int]], coverage: float = DEFAULT_COVERAGE) -> WorkloadMix | None:
+    """The mix of a batch of requests given as (shape, how many pods), or None when empty:
+    what ``toposched place`` packs a request file against."""
+    counts: dict[PodKind, float] = {}
+    memory: dict[PodKind, float] = {}
+    for shape, n in pods:
+        kind = PodKind.of(shape)
+        counts[kind] = counts.get(kind, 0.0) + n
+        memory[kind] = memory.get(kind, 0.0) + n * shape.memory_mib
+    return WorkloadMix.from_counts(counts, memory, coverage) if counts else None
+
+
 class ArrivalMix:
     """The mix a live scheduler sees: the pods it is asked to place, counted as they arrive.
 

@@ -69,3 +69,29 @@ def test_state_gpu_out_of_range(tmp_path, capsys):
     rc = main(["place", "--cluster", "superpod-su", "--state", str(state), "--request", str(EX / "inference-8gpu.yaml")])
     assert rc == 2
     assert "allocations[0].gpus: GPU 9 out of range" in capsys.readouterr().err
+
+
+def test_the_request_file_is_the_mix_fragmentation_packs_against(tmp_path, capsys):
+    from models.cluster import load_cluster
+    from models.spec import parse_document, read_text, validate_model
+    from models.state import StateFile
+    from models.topology import build_arrays
+    from scheduler.cli_place import file_mix, load_request
+    from scheduler.engine import place
+    from scheduler.ledger import Ledger, load_state
+
+    state = tmp_path / "state.yaml"
+    state.write_text("allocations:\n  - {pod: lab/running, node: dgx-005, gpus: [3], gpu_milli: 500}\n")
+    req = tmp_path / "r.yaml"
+    req.write_text("pods:\n  - {name: lab/whole, gpus: 1}\n  - {name: lab/half, gpus: 1, gpu_milli: 500}\n")
+    assert main(["place", "--cluster", "superpod-su", "--state", str(state), "--request", str(req), "--json"]) == 0
+    whole, half = json.loads(capsys.readouterr().out)["outcomes"]
+    # a fresh GPU would leave 500m the whole-GPU pod's kind cannot use: the half-used one is filled
+    assert (half["placements"][0]["node"], half["placements"][0]["gpus"]) == ("dgx-005", [3])
+    mix = file_mix(load_request(str(req)))
+    assert {(k.gpus, k.gpu_milli): f for k, f in mix.typical} == {(1, 1000): 0.5, (1, 500): 0.5}
+    # the control: the engine without a mix sends it to the first node's lowest free GPU
+    ledger = Ledger(build_arrays(load_cluster("superpod-su")))
+    load_state(ledger, validate_model(StateFile, parse_document(read_text(str(state)), "s"), "s"), "s")
+    plain = place(ledger.snapshot(), load_request(str(req)))
+    assert plain.outcomes[1].placements[0].node != "dgx-005"
