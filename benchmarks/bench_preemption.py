@@ -27,10 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_placement import cluster, machine, pct  # noqa: E402
 
 from models.requests import GangRequest, GangRole, PodRequest  # noqa: E402
+from plugins.base import Context  # noqa: E402
 from scheduler.engine import Engine, PlacementConfig  # noqa: E402
 from scheduler.ledger import Allocation  # noqa: E402
 from scheduler.preemption import Holder, plan_preemption  # noqa: E402
-from scheduler.snapshot import Snapshot  # noqa: E402
+from scheduler.snapshot import PodShape, Snapshot  # noqa: E402
+from scheduler.workload_mix import WorkloadMix  # noqa: E402
 
 PRIORITIES = (0, 10, 100)
 CPU_PER_GPU, MEM_PER_GPU = 8_000, 65_536
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, no 4,096-node cluster")
+    ap.add_argument("--mix", action="store_true",
+                    help="plan with the running pods as the arriving mix, as the live scheduler plans with its mix")
     args = ap.parse_args(argv)
     if args.quick:
         args.nodes, args.reps = [n for n in args.nodes if n <= 1024], 5
@@ -96,8 +100,13 @@ def main(argv: list[str] | None = None) -> int:
             times, evicted, highest = [], [], Counter()
             for rep in range(args.reps):
                 snap, holders = full_cluster(arrays, args.seed + rep)
+                ctx = None
+                if args.mix:
+                    shapes = [PodShape(cpu_milli=h.allocation.cpu_milli, memory_mib=h.allocation.memory_mib,
+                                       gpus=len(h.allocation.gpus)) for h in holders]
+                    ctx = Context(mix=WorkloadMix.from_shapes(shapes))
                 t = time.perf_counter()
-                plan = plan_preemption(engine, snap, holders, req)
+                plan = plan_preemption(engine, snap, holders, req, ctx=ctx)
                 times.append(time.perf_counter() - t)
                 evicted.append(len(plan.victim_pods) if plan else 0)
                 highest[plan.highest_victim_priority if plan else "none"] += 1

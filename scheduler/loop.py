@@ -769,7 +769,7 @@ class Scheduler:
                 return False
             plan = plan_preemption(self.engine, snap, holders, req,
                                    preemption_policy=NEVER if never else "PreemptLowerPriority",
-                                   budgets=self.cache.budget_list())
+                                   budgets=self.cache.budget_list(), ctx=self._context())
             if plan is None:
                 return False
             self._carry_out(unit, req, members, plan)

@@ -158,8 +158,10 @@ def still_fits(snap: Snapshot, placements: Iterable[Placement]) -> bool:
 def plan_preemption(engine: Engine, snapshot: Snapshot, holders: Iterable[Holder],
                     request: PodRequest | GangRequest, *,
                     preemption_policy: str = "PreemptLowerPriority",
-                    budgets: Sequence[Budget] = ()) -> PreemptionPlan | None:
-    """The victims and placements that let ``request`` in (phases in the module doc), or None."""
+                    budgets: Sequence[Budget] = (), ctx: Context | None = None) -> PreemptionPlan | None:
+    """The victims and placements that let ``request`` in (phases in the module doc), or None.
+    ``ctx`` is what the engine's decisions know (the arriving mix the fragmentation score packs
+    against), as for the scheduler's other decisions."""
     if preemption_policy == NEVER:
         return None
     priority = request.priority
@@ -184,7 +186,7 @@ def plan_preemption(engine: Engine, snapshot: Snapshot, holders: Iterable[Holder
             if g.priority == tier:
                 _take(work, g, -1)
                 removed.append(g)
-        placed, plan = _plan_tier(engine, work, removed, request, budgets, cover)
+        placed, plan = _plan_tier(engine, work, removed, request, budgets, cover, ctx)
         if not placed:
             continue
         if plan is None:
@@ -202,7 +204,7 @@ def _importance(g: VictimGroup) -> tuple[int, int, int, str]:
 
 
 def _plan_tier(engine: Engine, work: Snapshot, removed: list[VictimGroup], request: PodRequest | GangRequest,
-               budgets: Sequence[Budget], cover: Mapping[str, tuple[int, ...]],
+               budgets: Sequence[Budget], cover: Mapping[str, tuple[int, ...]], ctx: Context | None = None,
                ) -> tuple[bool, PreemptionPlan | None]:
     """Phases 3 and 4 for one tier (``work`` has every group of ``removed`` taken off; it is not changed):
     whether the request is placed, and the plan (None when it needs no victim)."""
@@ -217,20 +219,20 @@ def _plan_tier(engine: Engine, work: Snapshot, removed: list[VictimGroup], reque
         for g in removed:
             if g.key in breaking:
                 _take(spared, g, 1)
-        out = place(spared, [request], engine).outcomes[0]
+        out = place(spared, [request], engine, ctx).outcomes[0]
         if out.placed:
             rest = [g for g in order if g.key not in breaking]
-            return True, _best_node(engine, spared, rest, tuple(out.placements), request, budgets, cover)
-    out = place(work, [request], engine).outcomes[0]
+            return True, _best_node(engine, spared, rest, tuple(out.placements), request, budgets, cover, ctx)
+    out = place(work, [request], engine, ctx).outcomes[0]
     if not out.placed:
         return False, None
     order = [g for g in order if g.key in breaking] + [g for g in order if g.key not in breaking]
-    return True, _best_node(engine, work, order, tuple(out.placements), request, budgets, cover)
+    return True, _best_node(engine, work, order, tuple(out.placements), request, budgets, cover, ctx)
 
 
 def _best_node(engine: Engine, work: Snapshot, order: list[VictimGroup], placements: tuple[Placement, ...],
                request: PodRequest | GangRequest, budgets: Sequence[Budget],
-               cover: Mapping[str, tuple[int, ...]]) -> PreemptionPlan | None:
+               cover: Mapping[str, tuple[int, ...]], ctx: Context | None = None) -> PreemptionPlan | None:
     """Phase 6: the reprieved plan of the engine's placement and, for a single pod, of the
     pod on each of a few other nodes; the one kube-scheduler would pick (``work`` unchanged)."""
     chosen = _reprieve(work.copy(), order, placements, request, budgets, cover)
@@ -240,7 +242,7 @@ def _best_node(engine: Engine, work: Snapshot, order: list[VictimGroup], placeme
     if chosen.pdb_violations == 0 and len(chosen.victim_pods) == 1 and chosen.victims[0].priority == lowest:
         return chosen  # one victim of the lowest priority, breaking nothing: no node does better
     shape = PodShape.of(request, owner=request.owner, spread_level=request.spread_level)
-    states = {p.name: p.prepare(shape, work, Context()) for p in engine.all_plugins}
+    states = {p.name: p.prepare(shape, work, ctx or Context()) for p in engine.all_plugins}
     fits, _ = filter_counts(engine, work, shape, states)
     fits[placements[0].node_index] = False
     if not fits.any():
@@ -257,7 +259,7 @@ def _best_node(engine: Engine, work: Snapshot, order: list[VictimGroup], placeme
         alone.failed[:] = True
         alone.failed[n] = False
         alone._cache.clear()
-        out = place(alone, [request], engine).outcomes[0]
+        out = place(alone, [request], engine, ctx).outcomes[0]
         if not out.placed:
             continue
         plan = _reprieve(work.copy(), order, tuple(out.placements), request, budgets, cover)

@@ -649,7 +649,7 @@ class TimeSim:
         plan = None
         if any(h.evictable and h.priority < req.priority for h in holders):
             self.preemption["plans"] += 1
-            plan = plan_preemption(self.engine, self.ledger.live, holders, req)
+            plan = plan_preemption(self.engine, self.ledger.live, holders, req, ctx=self.ctx)
         if plan is None:
             self.preempt_memo[(key, req.priority)] = stamp
             return None
