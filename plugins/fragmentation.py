@@ -251,6 +251,7 @@ class Protection:
         self.stats = stats
         self.t_cpu, self.t_mem, self.t_gpus = model.t_cpu_div, model.t_mem_div, model.t_gpus
         self.u, self.t_u, self.access = model.u, model.t_u, model.access
+        self.u_div = np.maximum(self.u, 1)
         self.demand = (a.gpus * a.gpu_milli)[gpu].astype(float)  # GPU milli per pod of the kind
         self.column = {k: i for i, k in enumerate(k for k in a.kinds if k.gpu_milli > 0)}
         self.log_demand = np.log(np.maximum(self.demand, 1e-300))
@@ -269,10 +270,10 @@ class Protection:
         GPUs) could take."""
         free = np.maximum(gpu_free, 0)
         if kinds is None:  # share-sized pieces per distinct share, then per kind
-            pieces = (free[:, :, None] // np.maximum(self.u, 1)).sum(axis=1)[:, self.t_u]
+            pieces = (free[:, :, None] // self.u_div).sum(axis=1)[:, self.t_u]
             gpus, t_cpu, t_mem, access = self.t_gpus, self.t_cpu, self.t_mem, self.access[model_id]
         else:
-            pieces = (free[:, :, None] // np.maximum(self.u[self.t_u[kinds]], 1)).sum(axis=1)
+            pieces = (free[:, :, None] // self.u_div[self.t_u[kinds]]).sum(axis=1)
             gpus, t_cpu, t_mem = self.t_gpus[kinds], self.t_cpu[kinds], self.t_mem[kinds]
             access = self.access[model_id[:, None], kinds[None, :]]
         n = np.minimum(pieces // gpus, np.minimum(cpu[:, None] // t_cpu, mem[:, None] // t_mem))
@@ -286,8 +287,9 @@ class Protection:
             new = self.places(st.arrays.model_id[changed], st.cpu[changed], st.mem[changed], gpu_free)
             self.total += (new - self.slots[changed]).sum(axis=0)
             self.slots[changed] = new
-            self.free_milli += int(np.maximum(gpu_free, 0).sum()) - int(self.node_free[changed].sum())
-            self.node_free[changed] = np.maximum(gpu_free, 0).sum(axis=1)
+            node_free = np.maximum(gpu_free, 0).sum(axis=1)
+            self.free_milli += int(node_free.sum() - self.node_free[changed].sum())
+            self.node_free[changed] = node_free
             self.seen[changed] = st.version[changed]
 
     def worth(self, skip: int = -1) -> tuple[np.ndarray, np.ndarray]:
@@ -351,7 +353,7 @@ class Fragmentation(BasePlugin):
         self.coverage = coverage
         self._stats: NodeStats | None = None
         self._protection: Protection | None = None
-        self._cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # kind -> (node version seen, descents, scores)
 
     def prepare(self, shape: PodShape, snap: Snapshot, ctx: Context) -> Any:
         mix = ctx.mix
@@ -370,30 +372,31 @@ class Fragmentation(BasePlugin):
     def score(self, shape: PodShape, snap: Snapshot, cand: Candidates, state: Any) -> np.ndarray | None:
         if state is None or not len(cand):
             return None
-        descent = self.cached_descents(shape, cand, state)
-        if self._protection is not None:
-            penalty = self._protection.penalty(shape, cand)
-            if penalty is not None:
-                descent = descent - penalty
-        return self.transform(descent)
+        penalty = self._protection.penalty(shape, cand) if self._protection is not None else None
+        if penalty is None:
+            return self.cached_scores(shape, cand, state)
+        return self.transform(self.cached_scores(shape, cand, state, raw=True) - penalty)
 
-    def cached_descents(self, shape: PodShape, cand: Candidates, st: NodeStats) -> np.ndarray:
-        """Descent per candidate, from the per-kind cache (phases 2 and 3)."""
+    def cached_scores(self, shape: PodShape, cand: Candidates, st: NodeStats, raw: bool = False) -> np.ndarray:
+        """Score per candidate (``raw``: its descent), from the per-kind cache (phases 2 and 3)."""
         key = (shape.cpu_milli, shape.memory_mib, shape.gpus, shape.gpu_milli if shape.gpus else 0, shape.gpu_models)
         hit = self._cache.get(key)
         if hit is None:
             n = len(st.version)
             width = st.gpu_free.shape[1] if shape.is_shared else None
-            hit = (np.full(n, -1, dtype=np.int64), np.zeros((n, width) if width else n))
+            size = (n, width) if width else n
+            hit = (np.full(n, -1, dtype=np.int64), np.zeros(size), np.zeros(size))
             self._cache[key] = hit
-        seen, values = hit
+        seen, descents, scores = hit
         nodes = cand.node
         if shape.is_shared and len(nodes) > 1:  # candidates come grouped by node
             nodes = nodes[np.concatenate(([True], nodes[1:] != nodes[:-1]))]
         stale = nodes[seen[nodes] != st.version[nodes]]
         if len(stale):
-            values[stale] = st.descent(shape, stale)
+            descents[stale] = st.descent(shape, stale)
+            scores[stale] = self.transform(descents[stale])
             seen[stale] = st.version[stale]
+        values = descents if raw else scores
         if shape.is_shared:
             gpu = cand.gpu if cand.gpu is not None else np.array([g[0] for g in cand.gpus], dtype=np.int64)
             return values[cand.node, gpu]
