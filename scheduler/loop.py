@@ -139,7 +139,7 @@ class Scheduler:
                                      config.backoff.unschedulable_retry_s)
         self.engine = Engine.from_config(config.placement)
         mix = config.workload_mix
-        self.arrivals = ArrivalMix(mix.half_life_pods, mix.publish_every, mix.coverage)  # what fragmentation scores against
+        self.arrivals = ArrivalMix(mix.half_life_pods, mix.publish_every, mix.coverage, mix.max_kinds)  # what fragmentation scores against
         self._counted: set[str] = set()  # pending pods already counted in ``arrivals``
         self._rng = np.random.default_rng(config.placement.seed)
         self.failures = FailureHandler(getattr(config, "node_failures", None), clock)  # node failures, gang repair

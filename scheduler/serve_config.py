@@ -72,6 +72,7 @@ class WorkloadMixConfig(_Strict):
     half_life_pods: Annotated[float, Field(gt=0)] = 2000.0  # older arrivals count half after this many new ones
     publish_every: Annotated[int, Field(ge=1)] = 100  # new pods between two re-scorings of every node
     coverage: Annotated[float, Field(gt=0, le=1)] = 0.95  # FGD's typical pods; the toposched profile uses every kind
+    max_kinds: Annotated[int, Field(ge=1, le=100_000)] = 256  # the heaviest kinds kept (scoring cost grows with them)
 
 
 class ServeConfig(_Strict):

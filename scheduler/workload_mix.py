@@ -188,14 +188,18 @@ class ArrivalMix:
     last one, or, while the mix is young, when the new pods are a tenth of what it already
     holds (so the first pods count at once, and a big cluster is not re-scored per pod).
     Pods that ask for no GPU count too: they are part of what fragmentation is measured
-    against (they see every free GPU as fragment)."""
+    against (they see every free GPU as fragment). The mix holds the ``max_kinds`` heaviest
+    kinds (every kind is scored for every candidate, so a cluster whose pods ask for hundreds
+    of different CPU amounts would otherwise pay for each); four times as many are counted,
+    so a new kind can grow into it."""
 
     def __init__(self, half_life_pods: float = 2000.0, publish_every: int = 100,
-                 coverage: float = DEFAULT_COVERAGE) -> None:
-        if half_life_pods <= 0 or publish_every < 1:
-            raise ValueError("half_life_pods must be > 0 and publish_every >= 1")
+                 coverage: float = DEFAULT_COVERAGE, max_kinds: int = 256) -> None:
+        if half_life_pods <= 0 or publish_every < 1 or max_kinds < 1:
+            raise ValueError("half_life_pods must be > 0, publish_every and max_kinds >= 1")
         self.half_life = float(half_life_pods)
         self.publish_every = int(publish_every)
+        self.max_kinds = int(max_kinds)
         self.coverage = coverage
         self._counts: dict[PodKind, float] = {}
         self._memory: dict[PodKind, float] = {}
@@ -232,5 +236,9 @@ class ArrivalMix:
         self._new.clear()
         for k in [k for k, c in self._counts.items() if c < 1e-3]:  # faded away
             del self._counts[k], self._memory[k]
-        self.mix = WorkloadMix.from_counts(self._counts, self._memory, self.coverage)
+        ranked = sorted(self._counts.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+        for k, _ in ranked[4 * self.max_kinds:]:  # bounded memory; a new kind has room to grow
+            del self._counts[k], self._memory[k]
+        top = dict(ranked[: self.max_kinds])  # scoring cost grows with the kinds: publish the heaviest
+        self.mix = WorkloadMix.from_counts(top, self._memory, self.coverage)
         self.published += 1

@@ -70,7 +70,7 @@ class ExtenderService:
         mix = config.workload_mix
         self.handlers = ExtenderHandlers(self.state, Engine.from_config(config.placement), binder=binder,
                                          events=events, gang_timeout_s=config.gang_timeout_s,
-                                         arrivals=ArrivalMix(mix.half_life_pods, mix.publish_every, mix.coverage))
+                                         arrivals=ArrivalMix(mix.half_life_pods, mix.publish_every, mix.coverage, mix.max_kinds))
         resources = [kube.NODES, kube.PODS, *kube.GROUP_RESOURCES, kube.PDBS]
         self.reflectors = [kube.Reflector(self.api, r, self.state, watch_timeout_s=config.watch_timeout_s,
                                           on_relist=self._relisted) for r in resources]

@@ -65,7 +65,20 @@ def test_each_publish_is_a_new_version():
     assert m.mix.version != first
 
 
-@pytest.mark.parametrize("kwargs", [{"half_life_pods": 0}, {"publish_every": 0}])
+@pytest.mark.parametrize("kwargs", [{"half_life_pods": 0}, {"publish_every": 0}, {"max_kinds": 0}])
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         ArrivalMix(**kwargs)
+
+
+def test_only_the_heaviest_kinds_are_kept():
+    m = ArrivalMix(half_life_pods=1e9, publish_every=1, coverage=1.0, max_kinds=3)
+    for cpu in range(1, 7):  # kind with CPU c arrives c times
+        for _ in range(cpu):
+            m.observe(PodShape(cpu_milli=1000 * cpu, gpus=1))
+    assert {k.cpu_milli for k, _ in m.mix.typical} == {4000, 5000, 6000}
+    assert sum(f for _, f in m.mix.typical) == pytest.approx(1.0)
+    assert len(m._counts) == 6  # counted beyond the mix (up to 4 x max_kinds): a kind can grow into it
+    for cpu in range(7, 20):
+        m.observe(PodShape(cpu_milli=1000 * cpu, gpus=1))
+    assert len(m._counts) == 12
