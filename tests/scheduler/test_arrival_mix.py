@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scheduler.snapshot import PodShape
 from scheduler.workload_mix import ArrivalMix, PodKind
@@ -82,3 +84,22 @@ def test_only_the_heaviest_kinds_are_kept():
     for cpu in range(7, 20):
         m.observe(PodShape(cpu_milli=1000 * cpu, gpus=1))
     assert len(m._counts) == 12
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.sampled_from([0, 250, 500, 1000]), st.integers(1, 8)),
+                min_size=1, max_size=300),
+       st.integers(1, 20), st.integers(1, 6))
+def test_any_arrival_sequence_gives_a_proper_mix(arrivals, publish_every, max_kinds):
+    m = ArrivalMix(half_life_pods=50, publish_every=publish_every, coverage=1.0, max_kinds=max_kinds)
+    for cpu, milli, gpus in arrivals:
+        shape = PodShape(cpu_milli=1000 * cpu, gpus=0 if milli == 0 else (1 if milli < 1000 else gpus),
+                         gpu_milli=milli or 1000)
+        m.observe(shape)
+    m.publish()
+    typical = m.mix.typical
+    assert 1 <= len(typical) <= max_kinds and len(m._counts) <= 4 * max_kinds
+    assert sum(f for _, f in typical) == pytest.approx(1.0) and all(f > 0 for _, f in typical)
+    assert m.observed == len(arrivals) and not m._new
+    # fading only ever lowers a count: no kind weighs more than the pods it counted
+    assert max(m._counts.values()) <= len(arrivals)
