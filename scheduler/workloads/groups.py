@@ -91,7 +91,8 @@ class GroupRef:
 
 
 def _controller(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    refs = get(pod, "metadata", "ownerReferences") or []
+    refs = get(pod, "metadata", "ownerReferences")
+    refs = refs if isinstance(refs, list) else []  # the API server refuses anything else; no owner then
     return next((r for r in refs if isinstance(r, Mapping) and r.get("controller")), None)
 
 

@@ -137,6 +137,15 @@ def _containers(key: str, pod: Mapping[str, Any], field: str) -> list[tuple[str,
     return [(f"spec.{field}[{c.get('name', i)}]", c) for i, c in enumerate(raw)]
 
 
+def _list(key: str, value: Any, where: str) -> list[Any]:
+    """``value`` when it is a list (None: empty); anything else is an error at ``where``."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise WorkloadError(key, where, f"must be a list, not {type(value).__name__}")
+    return value
+
+
 def _add(a: dict[str, Decimal], b: Mapping[str, Decimal]) -> dict[str, Decimal]:
     out = dict(a)
     for k, v in b.items():
@@ -216,7 +225,8 @@ def _node_affinity(key: str, pod: Mapping[str, Any], selector: dict[str, str],
             raise UnsupportedConstraint(key, f"spec.affinity.{kind}.requiredDuringSchedulingIgnoredDuringExecution",
                                         f"toposched does not implement required {kind}; use a gang with "
                                         "toposched.io/required-level, or leave the pod to the default scheduler")
-    terms = get(affinity, "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms") or []
+    terms = _list(key, get(affinity, "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution",
+                           "nodeSelectorTerms"), f"{_AFFINITY}.nodeSelectorTerms")
     if not terms:
         return models
     if len(terms) > 1:
@@ -226,7 +236,7 @@ def _node_affinity(key: str, pod: Mapping[str, Any], selector: dict[str, str],
     if term.get("matchFields"):
         raise UnsupportedConstraint(key, f"{_AFFINITY}.nodeSelectorTerms[0].matchFields",
                                     "matchFields is not supported; use nodeSelector")
-    for i, expr in enumerate(term.get("matchExpressions") or []):
+    for i, expr in enumerate(_list(key, term.get("matchExpressions"), f"{_AFFINITY}.nodeSelectorTerms[0].matchExpressions")):
         where = f"{_AFFINITY}.nodeSelectorTerms[0].matchExpressions[{i}]"
         label, op, values = get(expr, "key"), get(expr, "operator"), get(expr, "values") or []
         if not isinstance(label, str) or not isinstance(values, list):
@@ -247,14 +257,14 @@ def _node_affinity(key: str, pod: Mapping[str, Any], selector: dict[str, str],
 
 def _check_other_constraints(key: str, pod: Mapping[str, Any]) -> None:
     """Refuse hard topology spread, host ports and DRA claims (we would silently break them)."""
-    for i, c in enumerate(get(pod, "spec", "topologySpreadConstraints") or []):
+    for i, c in enumerate(_list(key, get(pod, "spec", "topologySpreadConstraints"), "spec.topologySpreadConstraints")):
         if get(c, "whenUnsatisfiable") in (None, "DoNotSchedule"):
             raise UnsupportedConstraint(key, f"spec.topologySpreadConstraints[{i}]",
                                         "hard topology spread (DoNotSchedule) is not supported; use ScheduleAnyway "
                                         "or toposched.io/spread-level")
     for field in ("containers", "initContainers"):
         for path, c in _containers(key, pod, field):
-            for j, port in enumerate(c.get("ports") or []):
+            for j, port in enumerate(_list(key, c.get("ports"), f"{path}.ports")):
                 if get(port, "hostPort"):
                     raise UnsupportedConstraint(key, f"{path}.ports[{j}].hostPort",
                                                 "host ports are not supported (toposched does not track them)")
@@ -265,10 +275,13 @@ def _check_other_constraints(key: str, pod: Mapping[str, Any]) -> None:
 
 def _tolerations(key: str, pod: Mapping[str, Any]) -> tuple[Toleration, ...]:
     out = []
-    for i, t in enumerate(get(pod, "spec", "tolerations") or []):
+    for i, t in enumerate(_list(key, get(pod, "spec", "tolerations"), "spec.tolerations")):
         where = f"spec.tolerations[{i}]"
         if not isinstance(t, Mapping):
             raise WorkloadError(key, where, "must be a mapping")
+        for field in ("key", "operator", "value", "effect"):
+            if t.get(field) is not None and not isinstance(t.get(field), str):
+                raise WorkloadError(key, f"{where}.{field}", f"must be a string, not {type(t.get(field)).__name__}")
         op = t.get("operator") or "Equal"
         if op not in ("Equal", "Exists"):
             raise UnsupportedConstraint(key, f"{where}.operator", f"operator {quote(op)} is not supported "
@@ -325,7 +338,8 @@ def pod_resources(pod: Mapping[str, Any]) -> Resources:
 
 def owner_of(pod: Mapping[str, Any]) -> str | None:
     """``ns/Kind/name`` of the controlling owner; a Deployment's ReplicaSet becomes the Deployment."""
-    refs = get(pod, "metadata", "ownerReferences") or []
+    refs = get(pod, "metadata", "ownerReferences")
+    refs = refs if isinstance(refs, list) else []  # the API server refuses anything else; no owner then
     ctrl = next((r for r in refs if isinstance(r, Mapping) and r.get("controller")), None)
     if ctrl is None or not ctrl.get("kind") or not ctrl.get("name"):
         return None

@@ -286,6 +286,19 @@ BAD_PODS = [
      'pod ml/p: spec.tolerations[0].operator: operator "Gt" is not supported (Equal or Exists)'),
     ("toleration-bad-effect", make_pod("p", tolerations=[{"key": "k", "effect": "NoWay"}]), WorkloadError,
      'pod ml/p: spec.tolerations[0]: effect "NoWay" is not NoSchedule, PreferNoSchedule or NoExecute'),
+    # lists that are not lists (found by the extender fuzz test: a 500 before, now the pod's error)
+    ("tolerations-not-a-list", make_pod("p", tolerations=True), WorkloadError,
+     "pod ml/p: spec.tolerations: must be a list, not bool"),
+    ("toleration-value-not-a-string", make_pod("p", tolerations=[{"key": "k", "value": 3}]), WorkloadError,
+     "pod ml/p: spec.tolerations[0].value: must be a string, not int"),
+    ("ports-not-a-list", make_pod("p", containers=[{**container(), "ports": 8080}]), WorkloadError,
+     "pod ml/p: spec.containers[main].ports: must be a list, not int"),
+    ("spread-not-a-list", make_pod("p", topologySpreadConstraints={"maxSkew": 1}), WorkloadError,
+     "pod ml/p: spec.topologySpreadConstraints: must be a list, not dict"),
+    ("affinity-terms-not-a-list", make_pod("p", affinity=_affinity(terms=7)), WorkloadError,
+     f"pod ml/p: {AFF}.nodeSelectorTerms: must be a list, not int"),
+    ("affinity-expressions-not-a-list", make_pod("p", affinity=_affinity(terms=[{"matchExpressions": "x"}])),
+     WorkloadError, f"pod ml/p: {AFF}.nodeSelectorTerms[0].matchExpressions: must be a list, not str"),
 ]
 
 
@@ -802,3 +815,10 @@ def test_every_toposched_annotation_is_documented():
     assert len(keys) >= 14
     missing = [k for k in keys if f"`{k}`" not in text]
     assert not missing
+
+
+def test_owner_references_that_are_not_a_list_mean_no_owner():
+    pod = make_pod("p")
+    pod["metadata"]["ownerReferences"] = 5
+    assert owner_of(pod) is None
+    assert group_of(pod) is None
