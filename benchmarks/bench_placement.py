@@ -11,6 +11,7 @@ CP-SAT answer compares with greedy (lexicographic objective), and peak RSS.
 
     python benchmarks/bench_placement.py                  # the table in docs/benchmarks.md
     python benchmarks/bench_placement.py --quick          # a smaller, faster sweep
+    python benchmarks/bench_placement.py --nodes 500 --batch 1000   # a live batch, with and without a mix
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from models.cluster import cluster_from_data  # noqa: E402
 from models.placement import SolverStatus  # noqa: E402
 from models.requests import GangRequest, GangRole, PodRequest  # noqa: E402
 from models.topology import build_arrays  # noqa: E402
+from plugins.base import Context  # noqa: E402
 from scheduler.engine import Engine, PlacementConfig, place  # noqa: E402
-from scheduler.snapshot import Snapshot  # noqa: E402
+from scheduler.snapshot import PodShape, Snapshot  # noqa: E402
+from scheduler.workload_mix import WorkloadMix  # noqa: E402
 
 GANGS = {8: (8, 1), 64: (8, 8), 256: (32, 8), 512: (64, 8)}  # GPUs -> (members, GPUs each)
 
@@ -104,6 +107,24 @@ def bench_pods(engine: Engine, arrays, frac: float, reps: int, seed: int) -> lis
     return rows
 
 
+def bench_batch(engine: Engine, nodes: int, pods: int, reps: int) -> None:
+    """One ``place()`` call deciding ``pods`` one-GPU pods on idle nodes, as the live loop
+    decides a batch: each pod sees the ones before it. With and without the arriving mix
+    (the pods themselves), which the live scheduler passes so that fragmentation is scored."""
+    arrays = cluster(nodes)
+    snap = Snapshot.empty(arrays)
+    reqs = [PodRequest(name=f"bench/p{i}", gpus=1, cpu_milli=8000, memory_mib=65536) for i in range(pods)]
+    mix = WorkloadMix.from_shapes(PodShape.of(r) for r in reqs)
+    for label, ctx in (("none", None), ("the pods", Context(mix=mix))):
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            d = place(snap, reqs, engine, ctx)
+            times.append((time.perf_counter() - t) * 1e3 / pods)
+            assert sum(o.placed for o in d.outcomes) == pods
+        print(f"| {nodes} | {pods} | {label} | {min(times):.3f} | {float(np.median(times)):.3f} |", flush=True)
+
+
 def bench_gangs(engine: Engine, arrays, frac: float, reps: int, seed: int, sizes: list[int]) -> list[str]:
     rows = []
     for gpus in sizes:
@@ -142,12 +163,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=1.0, help="gang solver time limit, seconds")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--batch", type=int, metavar="PODS",
+                    help="instead: one place() call for PODS one-GPU pods on idle --nodes, with and without a mix")
     args = ap.parse_args(argv)
     if args.quick:
         args.pod_reps, args.gang_reps = 30, 5
     config = PlacementConfig(gang={"time_limit_s": args.time_limit})
     engine = Engine.from_config(config)
     print(machine())
+    if args.batch:
+        print("| nodes | pods per call | mix | ms per pod (best of 5) | ms per pod (median) |")
+        print("|---:|---:|---|---:|---:|")
+        for n in args.nodes:
+            bench_batch(engine, n, args.batch, 5)
+        return 0
     print(f"pod reps {args.pod_reps}, gang reps {args.gang_reps}, gang time limit {args.time_limit:g} s, "
           f"seed {args.seed}")
     print()
