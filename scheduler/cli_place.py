@@ -19,7 +19,7 @@ from plugins.base import Context
 from scheduler.engine import Engine, PlacementConfig, place
 from scheduler.ledger import Ledger, load_state
 from scheduler.snapshot import PodShape
-from scheduler.workload_mix import WorkloadMix, request_mix
+from scheduler.workload_mix import WorkloadMix
 
 NAME = "place"
 
@@ -73,12 +73,12 @@ def decide(args: argparse.Namespace) -> Decision:
     return place(ledger.snapshot(), request, engine, Context(mix=file_mix(request), rng=rng))
 
 
-def file_mix(request: RequestFile) -> WorkloadMix | None:
+def file_mix(request: RequestFile) -> WorkloadMix:
     """The request file's own pods as the mix the fragmentation score packs against."""
     pods = [(PodShape.of(p), 1) for p in request.pods]
     pods += [(PodShape.of(r.pod), r.replicas) for r in request.replica_sets]
     pods += [(PodShape.of(role), role.count) for g in request.gangs for role in g.roles]
-    return request_mix(pods)
+    return WorkloadMix.from_shapes(pods)
 
 
 def render_table(decision: Decision) -> str:

@@ -61,10 +61,13 @@ class WorkloadMix:
         self.version = next(_VERSIONS)
 
     @classmethod
-    def from_shapes(cls, shapes: Iterable[PodShape], coverage: float = DEFAULT_COVERAGE) -> WorkloadMix:
+    def from_shapes(cls, shapes: Iterable[PodShape | tuple[PodShape, float]],
+                    coverage: float = DEFAULT_COVERAGE) -> WorkloadMix:
+        """A mix of pod shapes, each counted once or, given as ``(shape, n)``, ``n`` times."""
         mix = cls(coverage=coverage)
         for s in shapes:
-            mix._add(s, 1.0)
+            shape, weight = s if isinstance(s, tuple) else (s, 1.0)
+            mix._add(shape, weight)
         return mix
 
     def _add(self, shape: PodShape, weight: float) -> None:
@@ -165,18 +168,6 @@ def typical_kinds(counts: Mapping[PodKind, float], coverage: float = DEFAULT_COV
 
 def is_shared(kind: PodKind) -> bool:
     return kind.gpus == 1 and 0 < kind.gpu_milli < GPU_MILLI
-
-
-def request_mix(pods: Iterable[tuple[PodShape, int]], coverage: float = DEFAULT_COVERAGE) -> WorkloadMix | None:
-    """The mix of a batch of requests given as (shape, how many pods), or None when empty:
-    what ``toposched place`` packs a request file against."""
-    counts: dict[PodKind, float] = {}
-    memory: dict[PodKind, float] = {}
-    for shape, n in pods:
-        kind = PodKind.of(shape)
-        counts[kind] = counts.get(kind, 0.0) + n
-        memory[kind] = memory.get(kind, 0.0) + n * shape.memory_mib
-    return WorkloadMix.from_counts(counts, memory, coverage) if counts else None
 
 
 class ArrivalMix:
