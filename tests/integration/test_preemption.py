@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.integration import objects as o
 from tests.integration.conftest import bound_pods, events_for, fast_config, wait_for
 
@@ -66,20 +68,11 @@ def test_a_low_priority_gang_is_removed_whole(apiserver, schedulers):
         assert events_for(apiserver, name, "Preempted")
 
 
-def test_nothing_is_deleted_when_preemption_is_off(apiserver, schedulers):
-    svc = setup(apiserver, schedulers, *(o.pod(f"l{i}", 8, priority=1) for i in range(2)), preemption=False)
-    apiserver.store.create("pods", o.pod("hi", 8, priority=100))
-    wait_for(lambda: events_for(apiserver, "hi", "FailedScheduling"), what="FailedScheduling")
-    time.sleep(0.5)  # time for a deletion to show, were there one (the first test sees one within this)
-    svc.scheduler.reporter.flush()
-    assert sorted(bound_pods(apiserver)) == ["l0", "l1"]
-    assert not events_for(apiserver, "hi", "Preempting")
-    assert "nominatedNodeName" not in apiserver.store.get("pods", "hi")["status"]
-
-
-def test_nothing_is_deleted_for_a_pod_that_never_preempts(apiserver, schedulers):
-    svc = setup(apiserver, schedulers, *(o.pod(f"l{i}", 8, priority=1) for i in range(2)))
-    apiserver.store.create("pods", o.pod("hi", 8, priority=100, preemptionPolicy="Never"))
+@pytest.mark.parametrize(("config", "pod"), [({"preemption": False}, {}), ({}, {"preemptionPolicy": "Never"})],
+                         ids=["preemption-off", "pod-never-preempts"])
+def test_nothing_is_deleted(apiserver, schedulers, config, pod):
+    svc = setup(apiserver, schedulers, *(o.pod(f"l{i}", 8, priority=1) for i in range(2)), **config)
+    apiserver.store.create("pods", o.pod("hi", 8, priority=100, **pod))
     wait_for(lambda: events_for(apiserver, "hi", "FailedScheduling"), what="FailedScheduling")
     time.sleep(0.5)  # time for a deletion to show, were there one (the first test sees one within this)
     svc.scheduler.reporter.flush()

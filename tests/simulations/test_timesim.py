@@ -41,13 +41,18 @@ from tests.paths import shared_or_skip
 NICS = [{"name": f"mlx5_{i}", "bandwidth_gbps": 400, "rail": i, "gpus": [i]} for i in range(4)]
 
 
-def arrays_of(layout: dict[str, str]):
+def spec_of(layout: dict[str, str]) -> dict:
+    """A cluster spec of 4-GPU H100 nodes (64 cores, 512 GiB), node name -> su."""
     nodes = []
     for name, su in layout.items():
         n = make_node(name, topology=make_topology(4, "H100", nvswitch=18, nics=NICS), su=su)
         n.update(cpu_milli=64000, memory_mib=524288)
         nodes.append(n)
-    return build_arrays(build(make_cluster(*nodes, levels=["su"])))
+    return make_cluster(*nodes, levels=["su"])
+
+
+def arrays_of(layout: dict[str, str]):
+    return build_arrays(build(spec_of(layout)))
 
 
 SIX = {"n1": "su0", "n2": "su0", "n3": "su0", "n4": "su1", "n5": "su1", "n6": "su1"}
@@ -366,9 +371,7 @@ def test_example_workloads_are_valid_for_superpod_4su(name):
 def test_cli_writes_summary_and_plots(tmp_path, capsys):
     from scheduler.cli import main
 
-    spec = make_cluster(*[dict(make_node(n, topology=make_topology(4, "H100", nvswitch=18, nics=NICS), su=su),
-                               cpu_milli=64000, memory_mib=524288) for n, su in SIX.items()], levels=["su"])
-    (tmp_path / "cluster.json").write_text(json.dumps(spec))
+    (tmp_path / "cluster.json").write_text(json.dumps(spec_of(SIX)))
     (tmp_path / "wl.yaml").write_text(
         "name: tiny\ntraining: {calibration: seren, target_load: 0.8, max_gpus: 8, gpus_per_node: 4,"
         " max_duration_s: 900, preferred_level: su}\n"

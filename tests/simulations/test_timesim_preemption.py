@@ -27,7 +27,7 @@ from simulations.workload import (
     WorkloadFile,
     generate,
 )
-from tests.simulations.test_timesim import NICS, QUIET, SIX, TWO, arrays_of, job, jobs_by_name, sim
+from tests.simulations.test_timesim import QUIET, SIX, TWO, arrays_of, job, jobs_by_name, sim, spec_of
 
 POLICIES = ["default", "volcano", "topo-greedy", "toposched"]
 RECOVERY = RecoverySpec(checkpoint_interval_s=300, restart_overhead_s=60, rendezvous_timeout_s=600)
@@ -167,11 +167,8 @@ def test_report_prints_preemption_and_csv_columns(tmp_path):
 
 def test_cli_preemption_flag(tmp_path, capsys):
     from scheduler.cli import main
-    from tests.builders import make_cluster, make_node, make_topology
 
-    spec = make_cluster(*[dict(make_node(n, topology=make_topology(4, "H100", nvswitch=18, nics=NICS), su=su),
-                               cpu_milli=64000, memory_mib=524288) for n, su in TWO.items()], levels=["su"])
-    (tmp_path / "cluster.json").write_text(json.dumps(spec))
+    (tmp_path / "cluster.json").write_text(json.dumps(spec_of(TWO)))
     (tmp_path / "wl.yaml").write_text(
         "name: tiny\nfailures: {detection_s: 30, recreate_s: 2}\n"
         "recovery: {checkpoint_interval_s: 300, restart_overhead_s: 60}\n"
