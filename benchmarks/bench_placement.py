@@ -166,12 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, metavar="PODS",
                     help="instead: one place() call for PODS one-GPU pods on idle --nodes, with and without a mix")
     args = ap.parse_args(argv)
+    if args.batch is not None and args.batch < 1:
+        ap.error(f"--batch: need at least 1 pod, got {args.batch}")
     if args.quick:
         args.pod_reps, args.gang_reps = 30, 5
     config = PlacementConfig(gang={"time_limit_s": args.time_limit})
     engine = Engine.from_config(config)
     print(machine())
-    if args.batch:
+    if args.batch is not None:
         print("| nodes | pods per call | mix | ms per pod (best of 5) | ms per pod (median) |")
         print("|---:|---:|---|---:|---:|")
         for n in args.nodes:
