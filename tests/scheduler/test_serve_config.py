@@ -39,7 +39,11 @@ def test_example_config_in_deploy_is_valid(tmp_path):
     ("assignment_write: sometimes\n", "assignment_write"),
     ("api_qps: -1\n", "api_qps"),
     ("api_burst: 0\n", "api_burst"),
-], ids=["lease-timings", "backoff-order", "level-name", "workers", "extra-key", "literal", "qps", "burst"])
+    ("workload_mix: {publish_every: 0}\n", "workload_mix.publish_every"),
+    ("workload_mix: {coverage: 1.5}\n", "workload_mix.coverage"),
+    ("workload_mix: {half_lfe_pods: 10}\n", "workload_mix.half_lfe_pods"),
+], ids=["lease-timings", "backoff-order", "level-name", "workers", "extra-key", "literal", "qps", "burst",
+        "mix-publish", "mix-coverage", "mix-typo"])
 def test_bad_config_names_the_file_and_path(tmp_path, text, where):
     path = tmp_path / "serve.yaml"
     path.write_text(text)
