@@ -28,6 +28,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--pods", default="default",
                    help="pod list CSV, or 'default' for the bundled openb_pod_list_default (default: %(default)s)")
     o.add_argument("--nodes", help="node list CSV (default: the bundled openb_node_list_gpu_node.csv)")
+    o.add_argument("--variant",
+                   help="derive a what-if variant of the pod list first: gpushareP, multigpuP, gpuspecP (P in %%) "
+                        "or cpuT (T in tenths of a %%, cpu050 = 5.0%%); rules in docs/simulator.md")
+    o.add_argument("--variant-seed", type=int, default=0,
+                   help="seed of the variant's random draws (default: %(default)s); every run sees the same list")
     o.add_argument("--policy", default="all",
                    help="policies, comma separated, or 'all': Random, DotProd, GpuClustering, GpuPacking, BestFit, "
                         "FGD, toposched (default: %(default)s)")
@@ -100,9 +105,18 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError("the pod list has no pods", source=args.pods)
     if args.nodes is None:
         node_text, node_source = bundled_text(BUNDLED_NODES), f"bundled {BUNDLED_NODES}"
+        node_rows = None
     else:
-        read_node_file(args.nodes)  # row-level errors name the file and line
+        node_rows, _ = read_node_file(args.nodes)  # row-level errors name the file and line
         node_text, node_source = Path(args.nodes).read_text(), args.nodes
+    variant = getattr(args, "variant", None)
+    if variant:
+        from simulations.variants import make_variant
+
+        if node_rows is None:
+            node_rows, _ = read_node_file(None)
+        pods = make_variant(pods, variant, args.variant_seed, node_rows)
+        trace = f"{trace}+{variant.strip().lower()}"
     arrays = openb_arrays(node_text, node_source)
     if int(arrays.gpu_count.sum()) == 0:
         raise SpecError("the node list has no GPUs", source=node_source)
@@ -132,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     extra = {"pods_file": args.pods, "nodes_file": args.nodes or node_source, "nodes": arrays.n_nodes,
              "trace_pods": len(pods), "trace_digest": trace_digest(pods)}
+    if variant:
+        from simulations.variants import describe
+
+        extra["variant"] = {"name": variant.strip().lower(), "seed": args.variant_seed, **describe(pods)}
     if args.bound:
         from simulations.bound import bound_for_seed
         from simulations.report import bound_summary

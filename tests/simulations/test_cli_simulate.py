@@ -89,3 +89,24 @@ def test_bound_is_in_the_summary_and_no_policy_beats_it(files, tmp_path, capsys)
         for policy, entry in doc["policies"].items():
             assert entry["per_seed"][seed]["100"] >= b["any"] - 0.005, (policy, seed)  # 2 decimals there
     assert "least possible @100%" in capsys.readouterr().out
+
+
+def test_variant_runs_on_the_derived_list_and_is_recorded(files, tmp_path):
+    nodes, pods = files
+    out = tmp_path / "out"
+    rc = main(["simulate", "openb", "--pods", str(pods), "--nodes", str(nodes), "--policy", "FGD",
+               "--seeds", "1", "--variant", "gpuspec50", "--variant-seed", "3", "--out", str(out), "--quiet",
+               "--no-plots"])
+    assert rc == 0
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["trace"] == "openb_pod_list_tiny+gpuspec50"
+    assert doc["variant"]["name"] == "gpuspec50" and doc["variant"]["seed"] == 3
+    assert doc["variant"]["gpuspec_pct"] == 50.0 and doc["trace_pods"] == 40
+
+
+def test_bad_variant_exits_2(files, tmp_path, capsys):
+    nodes, pods = files
+    rc = main(["simulate", "openb", "--pods", str(pods), "--nodes", str(nodes), "--variant", "cpu50x",
+               "--out", str(tmp_path), "--quiet"])
+    assert rc == 2
+    assert "--variant: unknown variant 'cpu50x'" in capsys.readouterr().err
