@@ -134,6 +134,7 @@ class NodeStats:
         self.dirty = np.zeros(snap.n_nodes, dtype=bool)
         self.version = np.zeros(snap.n_nodes, dtype=np.int64)
         self._next = 1
+        self._seen = (snap, snap.gen)  # the snapshot last read, and its generation then
 
     @property
     def frag(self) -> np.ndarray:
@@ -143,11 +144,20 @@ class NodeStats:
         return self._frag
 
     def refresh(self, snap: Snapshot) -> None:
-        """Find the nodes whose free CPU, memory or GPUs differ from what was seen last; update them."""
-        changed = (snap.gpu_free != self.gpu_free).any(axis=1)
-        changed |= snap.free_cpu != self.cpu
-        changed |= snap.free_mem != self.mem
-        idx = np.flatnonzero(changed)
+        """Find the nodes whose free CPU, memory or GPUs differ from what was seen last; update
+        them. The snapshot read last time tells by its generations (``Snapshot.apply``); any
+        other is compared array by array."""
+        last, gen = self._seen
+        if snap is last:
+            if snap.gen == gen:
+                return
+            idx = np.flatnonzero(snap.node_gen > gen)
+        else:
+            changed = (snap.gpu_free != self.gpu_free).any(axis=1)
+            changed |= snap.free_cpu != self.cpu
+            changed |= snap.free_mem != self.mem
+            idx = np.flatnonzero(changed)
+        self._seen = (snap, snap.gen)
         if len(idx):
             self.update(snap, idx)
 

@@ -65,7 +65,12 @@ class PodShape:
 
 @dataclass
 class Snapshot:
-    """Free capacity of every node at one instant. Plugins must not mutate it."""
+    """Free capacity of every node at one instant. Plugins must not mutate it.
+
+    Capacity changes go through :meth:`apply`, which stamps the node with a new generation
+    (``node_gen``, ``gen``): plugins that keep per-node state find the nodes changed since
+    they last looked without comparing every array. A snapshot written to directly (a test
+    setting up a state) must be written before the engine first sees it."""
 
     arrays: TopologyArrays
     free_cpu: np.ndarray  # int64 [N]
@@ -79,10 +84,14 @@ class Snapshot:
     gpu_pods: np.ndarray | None = None
     free_ext: np.ndarray = None  # type: ignore[assignment]  # int64 [N, K]: free extended resources
     _cache: dict = field(default_factory=dict, repr=False)
+    gen: int = 0  # capacity changes so far (calls of apply)
+    node_gen: np.ndarray = None  # type: ignore[assignment]  # int64 [N]: gen of each node's last change
 
     def __post_init__(self) -> None:
         if self.free_ext is None:
             self.free_ext = self.arrays.ext_alloc.astype(np.int64).copy()
+        if self.node_gen is None:
+            self.node_gen = np.zeros(self.arrays.n_nodes, dtype=np.int64)
 
     @classmethod
     def empty(cls, arrays: TopologyArrays) -> Snapshot:
@@ -141,6 +150,8 @@ class Snapshot:
 
         ``extended``: (name, amount) pairs; a name no node offers changes nothing (either sign).
         """
+        self.gen += 1
+        self.node_gen[node] = self.gen
         self.free_cpu[node] -= sign * cpu_milli
         if extended:
             names = self.arrays.ext_names

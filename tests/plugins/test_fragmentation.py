@@ -114,6 +114,21 @@ def test_cache_follows_changes_of_the_snapshot(snap):
     np.testing.assert_allclose(again, fresh)
 
 
+def test_changes_are_found_by_generation_and_on_another_snapshot_by_comparison(snap):
+    ctx = Context(mix=mix())
+    plugin = Fragmentation(levels=0)
+    shape = PodShape(cpu_milli=2000, gpus=1, gpu_milli=500)
+    scores_of(plugin, snap, shape, ctx)
+    snap.apply(1, (0,), 500, 2000, 0)  # same object: read from node_gen
+    snap.apply(0, (1,), 1000, 4000, 0)
+    assert snap.gen == 2 and list(snap.node_gen) == [2, 1]
+    np.testing.assert_allclose(scores_of(plugin, snap, shape, ctx), scores_of(Fragmentation(levels=0), snap, shape, ctx))
+    other = state(snap.copy(), 6000, [1000, 200])  # another object, written directly: compared array by array
+    np.testing.assert_allclose(scores_of(plugin, other, shape, ctx), scores_of(Fragmentation(levels=0), other, shape, ctx))
+    snap.apply(1, (0,), 500, 2000, 0, sign=-1)  # back to the first object
+    np.testing.assert_allclose(scores_of(plugin, snap, shape, ctx), scores_of(Fragmentation(levels=0), snap, shape, ctx))
+
+
 def test_fgd_packs_a_shared_pod_onto_the_used_gpu(snap):
     snap.apply(1, (3,), 500, 2000, 0)
     from scheduler.engine import Engine, PlacementConfig
