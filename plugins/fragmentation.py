@@ -245,6 +245,27 @@ def poisson_tail(n: np.ndarray, lam: np.ndarray) -> np.ndarray:
     return out
 
 
+def place_groups(model: MixModel, arrays: Any) -> np.ndarray:
+    """Group id per GPU kind of ``model``: kinds that take the same GPUs (count and share)
+    and fit the same node types (model, GPUs, CPU and memory of an empty node) compete for
+    the same places, so their expected arrivals are pooled when their places are priced.
+
+    Two 8-GPU kinds of 120 cores that differ in memory, say, both fit only the 128-core
+    nodes: each alone expects fewer pods than there are such nodes, together more."""
+    shapes = np.unique(np.stack([arrays.model_id, arrays.gpu_count, arrays.cpu_milli, arrays.memory_mib], axis=1),
+                       axis=0)
+    fits = (model.access[shapes[:, 0]]
+            & (shapes[:, 1, None] >= np.maximum(model.t_gpus, 1))
+            & (shapes[:, 2, None] >= model.t_cpu)
+            & (shapes[:, 3, None] >= model.t_mem))  # [node shapes, kinds]
+    ids: dict[tuple, int] = {}
+    out = np.zeros(len(model.t_gpus), dtype=np.int64)
+    for t in range(len(out)):
+        key = (int(model.t_gpus[t]), int(model.t_u[t]), fits[:, t].tobytes())
+        out[t] = ids.setdefault(key, len(ids))
+    return out
+
+
 class Protection:
     """Protection levels: the worth (milli-GPU) of one more place of each GPU kind of the mix.
 
@@ -268,6 +289,10 @@ class Protection:
         # expected pods of kind t per milli-GPU that arrives: freq_t / mean GPU milli per pod
         mean = float((a.freq * a.gpus * a.gpu_milli).sum())
         self.rate = a.freq[gpu] / mean if mean > 0 else np.zeros(int(gpu.sum()))
+        # kinds that compete for the same places share their expected arrivals (see place_groups)
+        self.group = place_groups(model, stats.arrays)
+        self.pooled_rate = np.bincount(self.group, weights=self.rate, minlength=len(self.rate))[self.group] \
+            if len(self.rate) else self.rate
         self.seen = np.full(len(stats.version), -1, dtype=np.int64)
         self.slots = np.zeros((len(stats.version), len(self.demand)), dtype=np.int64)
         self.total = np.zeros(len(self.demand), dtype=np.int64)
@@ -305,13 +330,13 @@ class Protection:
     def worth(self, skip: int = -1) -> tuple[np.ndarray, np.ndarray]:
         """(kinds, worth of one place of each): ``demand * P(Poisson(E) >= N)``, for the kinds
         (but ``skip``) whose worth can reach the cutoff."""
-        lam = self.rate * self.free_milli
+        lam = self.pooled_rate * self.free_milli
         n = np.maximum(self.total, 1)
         # Chernoff: P(X >= n) <= exp(n - lam + n log(lam / n)) for n > lam; keep what may reach the cutoff
         bound = np.where(n > lam, n - lam + n * np.log(np.maximum(lam, 1e-300) / n), 0.0)
         live = np.flatnonzero((bound + self.log_demand >= self.LOG_CUTOFF) & (self.total > 0))  # 0 places: none to lose
         if skip >= 0:
-            live = live[live != skip]
+            live = live[self.group[live] != self.group[skip]]
         if not len(live):
             return live, np.zeros(0)
         worth = self.demand[live] * poisson_tail(self.total[live], lam[live])
@@ -336,7 +361,15 @@ class Protection:
             nodes = cand.node[rows]
             after = self.places(st.arrays.model_id[nodes], st.cpu[nodes] - shape.cpu_milli,
                                 st.mem[nodes] - shape.memory_mib, cand.gpu_after[rows], hot)
-            out[rows] = (hot_slots[nodes] - after) @ worth
+            lost = (hot_slots[nodes] - after) * worth
+            groups = self.group[hot]
+            if len(np.unique(groups)) == len(groups):
+                out[rows] = lost.sum(axis=1)
+            else:  # kinds of one group lose the same places: count the dearest of them once
+                order = np.argsort(groups, kind="stable")
+                g = groups[order]
+                starts = np.flatnonzero(np.concatenate(([True], g[1:] != g[:-1])))
+                out[rows] = np.maximum.reduceat(lost[:, order], starts, axis=1).sum(axis=1)
         return out
 
 

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 
 from plugins.base import Context
-from plugins.fragmentation import FgdScore, Fragmentation, MixModel, NodeStats, node_fragmentation, poisson_tail
+from plugins.fragmentation import (
+    FgdScore,
+    Fragmentation,
+    MixModel,
+    NodeStats,
+    node_fragmentation,
+    place_groups,
+    poisson_tail,
+)
 from scheduler.engine import build_candidates, feasible, place_pod
 from scheduler.snapshot import PodShape, Snapshot
 from scheduler.workload_mix import PodKind, WorkloadMix
@@ -228,3 +236,48 @@ def test_protection_follows_placements_and_leaves_plenty_alone(snap):
     cand = build_candidates(big_cluster, shape, feasible_nodes(big_cluster, shape))
     assert plugin._protection.penalty(shape, cand) is None
     assert FgdScore().protect is False and Fragmentation().protect is True
+
+
+# two 8-GPU kinds that only the 128-core nodes can take, and one (A2) that G2 nodes can take too
+A1, A2, A3 = PodKind(120000, 1000, 8), PodKind(64000, 1000, 8), PodKind(120200, 1000, 8)
+POOL_NODES = "sn,cpu_milli,memory_mib,gpu,model\n" + "".join(f"g2-{i},96000,393216,8,G2\n" for i in range(4)) + \
+    "".join(f"g3-{i},128000,786432,8,G3\n" for i in range(3))
+
+
+def test_kinds_with_the_same_gpus_and_node_types_share_a_place_group():
+    arrays = openb_arrays(POOL_NODES, "pool")
+    m = WorkloadMix({A1: 1, A2: 1, A3: 1, K1: 1, K2: 1, PodKind(2000, 500, 1, ("G3",)): 1}, coverage=1.0)
+    a = m.arrays(1.0)
+    groups = dict(zip(a.kinds, place_groups(MixModel(a, arrays.models, "capacity"), arrays).tolist(), strict=True))
+    assert groups[A1] == groups[A3]  # 120 cores: only G3
+    assert len({groups[A1], groups[A2], groups[K1], groups[K2], groups[PodKind(2000, 500, 1, ("G3",))]}) == 5
+
+
+def test_protection_pools_the_arrivals_of_a_place_group_and_charges_its_places_once():
+    snap = Snapshot.empty(openb_arrays(POOL_NODES, "pool"))
+    m = WorkloadMix({A1: 1, A3: 1, K2: 6}, coverage=1.0)  # GPU demand per pod (2 * 8000 + 6 * 1000) / 8 = 2750
+    ctx = Context(mix=m)
+    shape = PodShape(cpu_milli=4000, gpus=1, gpu_milli=1000)
+    plugin = Fragmentation(levels=0)
+    st = plugin.prepare(shape, snap, ctx)
+    cand = build_candidates(snap, shape, feasible_nodes(snap, shape))
+    prot = plugin._protection
+    prot.sync()
+    kinds = list(m.arrays(1.0).kinds)
+    a1, a3 = kinds.index(A1), kinds.index(A3)
+    assert prot.slots[:, a1].tolist() == [0] * 4 + [1] * 3 == prot.slots[:, a3].tolist()
+    # each kind alone expects 56 GPUs * (1/8) / 2.75 = 2.5 pods for 3 places; the two together 5.1
+    pooled = 2 * (1 / 8) * 56000 / 2750
+    hot, worth = prot.worth()
+    assert sorted(hot.tolist()) == sorted([a1, a3])
+    assert worth.tolist() == pytest.approx([8000 * poisson_tail_direct(3, pooled)] * 2)
+    penalty = prot.penalty(shape, cand)
+    on_g3 = np.isin(cand.node, [4, 5, 6])
+    # a 1-GPU pod on a G3 node takes one place of A1 and the same place of A3: charged once
+    assert penalty[on_g3].tolist() == pytest.approx([8000 * poisson_tail_direct(3, pooled)] * int(on_g3.sum()))
+    assert not penalty[~on_g3].any()
+    # a pod of A1 takes a G3 node wherever it goes: A3's places are not charged to it
+    big = PodShape(cpu_milli=120000, gpus=8, gpu_milli=1000)
+    plugin.prepare(big, snap, ctx)
+    assert prot.penalty(big, build_candidates(snap, big, feasible_nodes(snap, big))) is None
+    assert st is plugin._stats
