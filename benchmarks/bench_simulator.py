@@ -6,6 +6,7 @@
     python benchmarks/bench_simulator.py --waste --trace default --policy FGD,toposched
     python benchmarks/bench_simulator.py --bound --trace default --seeds 42-51
     python benchmarks/bench_simulator.py --first-failures --trace default --seeds 42-51
+    python benchmarks/bench_simulator.py --variants gpushare20,multigpu50,gpuspec33,cpu250 --seeds 42-44
 
 ``--fidelity`` reads the ``summary.json`` of ``toposched simulate openb`` runs and prints the
 markdown table of docs/fidelity.md: our mean unallocated GPU % at 100% and 130% arrived
@@ -273,6 +274,42 @@ def first_failures(trace: str, seeds: list[int]) -> None:
               + f" | {cpu / len(seeds):.2f} |", flush=True)
 
 
+def variants(trace: str, names: list[str], seeds: list[int], variant_seed: int, policies: list[str]) -> None:
+    """FGD against toposched on what-if variants of ``trace`` (``simulations.variants``): the
+    policy is checked beyond the four development files."""
+    import numpy as np
+
+    from models.readers.openb import read_node_file
+    from simulations.variants import describe, make_variant
+
+    arrays = openb_arrays(bundled_text(BUNDLED_NODES), BUNDLED_NODES)
+    pods, name = read_pod_file(trace)
+    nodes, _ = read_node_file(None)
+    print(machine())
+    print(f"variants of {name} (variant seed {variant_seed}), seeds {seeds[0]}-{seeds[-1]}: mean unallocated GPU % "
+          f"at 100% arrived (sd over seeds)")
+    print("| variant | pods | shared % of GPU | multi-GPU % of GPU | GPU pods with models % | CPU-only % of pods | "
+          + " | ".join(f"{p} @100%" for p in policies) + f" | {policies[-1]} / {policies[0]} | CPU s/run |")
+    print("|---|" + "---:|" * (5 + len(policies) + 2))
+    for v in names:
+        vp = make_variant(pods, v, variant_seed, nodes)
+        d = describe(vp)
+        means, cpu, runs = [], 0.0, 0
+        cells = []
+        for policy in policies:
+            vals = []
+            for seed in seeds:
+                r = run_fillup(arrays, vp, policy, seed, trace=f"{name}+{v}")
+                vals.append(r.binned()["unallocated_gpu_pct"][100])
+                cpu += r.cpu_s
+                runs += 1
+            means.append(float(np.mean(vals)))
+            cells.append(f"{means[-1]:.2f} ({np.std(vals, ddof=1) if len(vals) > 1 else 0.0:.2f})")
+        ratio = means[-1] / means[0] if means[0] else float("nan")
+        print(f"| {v} | {int(d['pods'])} | {d['gpushare_pct']:.1f} | {d['multigpu_pct']:.1f} | {d['gpuspec_pct']:.1f} | "
+              f"{d['cpu_pct']:.1f} | " + " | ".join(cells) + f" | {ratio:.3f} | {cpu / runs:.2f} |", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trace", default="default", help="pod list CSV or 'default' (default: %(default)s)")
@@ -285,6 +322,9 @@ def main() -> int:
                     help="the least GPU any policy can leave free at 100%% arrived (relaxed, per seed)")
     ap.add_argument("--first-failures", action="store_true",
                     help="first failure per pod kind: FGD, toposched, toposched without protection levels")
+    ap.add_argument("--variants", metavar="NAMES",
+                    help="FGD and toposched on what-if variants of --trace, e.g. gpushare60,multigpu50,cpu250")
+    ap.add_argument("--variant-seed", type=int, default=0, help="seed of the variants' draws (default: %(default)s)")
     args = ap.parse_args()
     lo, _, hi = args.seeds.partition("-")
     seeds = list(range(int(lo), int(hi or lo) + 1))
@@ -293,6 +333,11 @@ def main() -> int:
         return 0
     if args.fidelity:
         return fidelity(args.fidelity)
+    if args.variants:
+        policies = ["FGD", "toposched"] if args.policy == "all" else args.policy.split(",")
+        variants(args.trace, [v.strip() for v in args.variants.split(",") if v.strip()], seeds, args.variant_seed,
+                 policies)
+        return 0
     if args.first_failures:
         first_failures(args.trace, seeds)
         return 0
