@@ -76,14 +76,18 @@ def make_variant(pods: Sequence[PodRow], name: str, seed: int = 0,
     rng = np.random.default_rng(seed)
     src = sorted(pods, key=lambda p: p.name)
     if kind == "gpushare":
-        return _gpushare(src, share, rng, name)
-    if kind == "multigpu":
-        return _multigpu(src, share, rng, name)
-    if kind == "gpuspec":
+        out = _gpushare(src, share, rng, name)
+    elif kind == "multigpu":
+        out = _multigpu(src, share, rng, name)
+    elif kind == "gpuspec":
         if not nodes:
             raise SpecError(f"variant {name!r} needs the node list (the GPU models)", source=SOURCE)
-        return _gpuspec(src, share, rng, nodes, name)
-    return _cpu(src, share, rng, name)
+        out = _gpuspec(src, share, rng, nodes, name)
+    else:
+        out = _cpu(src, share, rng, name)
+    if not out:
+        raise SpecError(f"variant {name!r} leaves no pods of the {len(pods)} in the list", source=SOURCE)
+    return out
 
 
 def _need(pool: list[PodRow], what: str, name: str) -> None:

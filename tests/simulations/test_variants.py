@@ -120,3 +120,9 @@ def test_a_list_without_the_pods_to_draw_from_is_refused():
         make_variant(whole_only, "multigpu20")
     with pytest.raises(SpecError, match="no CPU-only pods to draw from"):
         make_variant(whole_only, "cpu100")
+
+
+def test_a_variant_that_would_leave_no_pods_is_refused():
+    cpu_only = [PodRow(f"c{i}", 4000, 8192, 0, 0) for i in range(5)]
+    with pytest.raises(SpecError, match="leaves no pods of the 5"):
+        make_variant(cpu_only, "cpu000")
