@@ -34,7 +34,8 @@ only a few nodes can host (8-GPU pods of 120 cores, pods that accept one rare mo
 their nodes until their expected arrivals are covered.
 
 Per decision, in phases: (1) nodes whose free CPU, memory or GPUs changed since the last
-decision (found by comparing arrays) get their fragmentation recomputed; (2) scores
+decision (read from the snapshot's generations, or found by comparing arrays for a
+snapshot not seen before) get their fragmentation recomputed; (2) scores
 cached for the pod's kind are reused for unchanged nodes, the others are computed from
 the node's state after the placement; (3) the candidates gather their values.
 """
