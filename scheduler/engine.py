@@ -256,20 +256,38 @@ def build_candidates(snap: Snapshot, shape: PodShape, ok: np.ndarray) -> Candida
     if plain[types].all():
         return _plain_candidates(snap, nodes, full, types, k)
     g = full.shape[1]
-    bits = (full.astype(np.int64) << np.arange(g, dtype=np.int64)).sum(axis=1)
-    set_bits = np.full(len(nodes), -1, dtype=np.int64)
-    quality = np.zeros(len(nodes))
-    local = np.zeros(len(nodes))
-    for ti in np.unique(types):
-        sel = types == ti
-        t = snap.arrays.types[int(ti)]
-        set_bits[sel], quality[sel], local[sel] = _set_table_lookup(t, bits[sel], k)
+    set_bits, quality, local = _node_sets(snap, nodes, full, types, k)
     valid = set_bits >= 0
     nodes, set_bits, quality, local = nodes[valid], set_bits[valid], quality[valid], local[valid]
     taken = ((set_bits[:, None] >> np.arange(g, dtype=np.int64)) & 1).astype(bool)
     after = gf[nodes]
     after[taken] = 0
     return Candidates(nodes, _TakenSets(taken), after, quality, local)
+
+
+def _node_sets(snap: Snapshot, nodes: np.ndarray, full: np.ndarray, types: np.ndarray,
+               k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(set bitmask or -1, link quality, locality) of the ``k``-GPU set ``gpuset`` picks on
+    each of ``nodes`` (``full``: their free GPUs). Kept per node in the snapshot and
+    looked up again only for nodes whose capacity changed since (``Snapshot.node_gen``):
+    a batch of pods changes one node per pod."""
+    store = snap.node_cache.get(("gpu-sets", k))
+    if store is None:
+        n = snap.n_nodes
+        store = snap.node_cache[("gpu-sets", k)] = (np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64),
+                                                    np.zeros(n), np.zeros(n))
+    seen, set_bits, quality, local = store
+    stale = np.flatnonzero(seen[nodes] != snap.node_gen[nodes])
+    if len(stale):
+        g = full.shape[1]
+        bits = (full[stale].astype(np.int64) << np.arange(g, dtype=np.int64)).sum(axis=1)
+        at, st_types = nodes[stale], types[stale]
+        for ti in np.unique(st_types):
+            sel = st_types == ti
+            rows = at[sel]
+            set_bits[rows], quality[rows], local[rows] = _set_table_lookup(snap.arrays.types[int(ti)], bits[sel], k)
+        seen[at] = snap.node_gen[at]
+    return set_bits[nodes], quality[nodes], local[nodes]
 
 
 _MAX_TABLE_GPUS = 16  # per (node type, size) lookup tables index all 2^G free masks

@@ -86,6 +86,9 @@ class Snapshot:
     _cache: dict = field(default_factory=dict, repr=False)
     gen: int = 0  # capacity changes so far (calls of apply)
     node_gen: np.ndarray = None  # type: ignore[assignment]  # int64 [N]: gen of each node's last change
+    # per-node values derived from a node's free capacity, kept across apply (each entry
+    # records the node_gen it was computed at); a copy starts empty
+    node_cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.free_ext is None:

@@ -125,3 +125,24 @@ def test_snapshot_given_to_place_is_not_mutated(ledger):
     before = snap.gpu_free.copy()
     place(snap, [pod(gpus=2)], PlacementConfig())
     assert np.array_equal(before, snap.gpu_free)
+
+
+def test_gpu_sets_kept_per_node_follow_changes_of_the_snapshot():
+    from scheduler.engine import build_candidates
+    from scheduler.snapshot import PodShape, Snapshot
+
+    snap = Snapshot.empty(tiny_cluster())
+    shape = PodShape(cpu_milli=1000, gpus=2, gpu_milli=1000)
+    ok = np.ones(snap.n_nodes, dtype=bool)
+
+    def sets(s):
+        c = build_candidates(s, shape, ok)
+        return {int(n): tuple(g) for n, g in zip(c.node, c.gpus, strict=True)}
+
+    assert sets(snap) == {0: (0, 1), 1: (0, 1), 2: (0, 1), 3: (0, 1)}
+    snap.apply(0, (0,), 1000, 1000, 0)  # n1 keeps only its pair 2=3
+    snap.apply(1, (0, 1, 2), 1000, 1000, 0)  # n2 has one GPU left: no pair
+    assert sets(snap) == {0: (2, 3), 2: (0, 1), 3: (0, 1)} == sets(snap.copy())
+    assert snap.node_cache[("gpu-sets", 2)][0].tolist() == snap.node_gen.tolist() == [1, 2, 0, 0]
+    snap.apply(1, (0, 1, 2), 1000, 1000, 0, sign=-1)
+    assert sets(snap) == {0: (2, 3), 1: (0, 1), 2: (0, 1), 3: (0, 1)}
