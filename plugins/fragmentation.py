@@ -26,12 +26,15 @@ kind whose remaining places in the cluster are about to run out is worth protect
 ``N_t`` the pods of kind ``t`` the cluster could still take (per node ``min(GPUs holding
 t's share // t.gpus, CPU // t.cpu, memory // t.memory)``, summed) and ``E_t`` the pods of
 ``t`` expected before the free GPU is used up (``freq_t * free GPU milli / mean GPU milli
-per arriving pod``), one place of ``t`` is worth ``t``'s GPU milli times the chance that
-``t`` still needs it, ``P(Poisson(E_t) >= N_t)`` (the expected-marginal-revenue rule of
-airline seat protection). A candidate's descent is lowered by the worth of the places it
-takes (of kinds other than the pod's own, which it takes one of anywhere). Kinds with plenty of places are worth ~0 and change nothing; the rare kinds that
-only a few nodes can host (8-GPU pods of 120 cores, pods that accept one rare model) keep
-their nodes until their expected arrivals are covered.
+per arriving pod``, summed over ``t``'s place group: the kinds with the same GPUs that fit
+the same node types, see :func:`place_groups`), one place of ``t`` is worth ``t``'s GPU
+milli times the chance that ``t`` still needs it, ``P(Poisson(E_t) >= N_t)`` (the
+expected-marginal-revenue rule of airline seat protection). A candidate's descent is
+lowered by the worth of the places it takes (the dearest kind of each group once; not the
+pod's own group, of which it takes a place anywhere). Kinds with plenty of places are
+worth ~0 and change nothing; the rare kinds that only a few nodes can host (8-GPU pods of
+120 cores, pods that accept one rare model) keep their nodes until their expected
+arrivals are covered.
 
 Per decision, in phases: (1) nodes whose free CPU, memory or GPUs changed since the last
 decision (read from the snapshot's generations, or found by comparing arrays for a
