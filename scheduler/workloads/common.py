@@ -81,6 +81,14 @@ def get(obj: Any, *keys: str) -> Any:
     return cur
 
 
+def controller_of(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ownerReference marked ``controller`` (None when there is none, or when
+    ``ownerReferences`` is not a list: the API server refuses anything else)."""
+    refs = get(obj, "metadata", "ownerReferences")
+    refs = refs if isinstance(refs, list) else []
+    return next((r for r in refs if isinstance(r, Mapping) and r.get("controller")), None)
+
+
 def pod_key(pod: Mapping[str, Any]) -> str:
     """``namespace/name`` (namespace ``default`` when unset)."""
     ns = get(pod, "metadata", "namespace") or "default"

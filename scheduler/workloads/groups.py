@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .common import GANG_ANNOTATION, annotations_of, get, labels_of, namespace_of
+from .common import GANG_ANNOTATION, annotations_of, controller_of, get, labels_of, namespace_of
 
 NATIVE_PODGROUP_API = "scheduling.k8s.io/v1alpha3"
 COSCHEDULING_LABEL = "scheduling.x-k8s.io/pod-group"
@@ -90,14 +90,8 @@ class GroupRef:
         return f"{self.namespace}/{self.name}"
 
 
-def _controller(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    refs = get(pod, "metadata", "ownerReferences")
-    refs = refs if isinstance(refs, list) else []  # the API server refuses anything else; no owner then
-    return next((r for r in refs if isinstance(r, Mapping) and r.get("controller")), None)
-
-
 def _kubeflow_object(pod: Mapping[str, Any], ns: str, job: str, labels: Mapping[str, str]) -> ObjectRef | None:
-    ctrl = _controller(pod)
+    ctrl = controller_of(pod)
     if ctrl and str(ctrl.get("apiVersion", "")).startswith("kubeflow.org/") and ctrl.get("name") == job:
         return ObjectRef(str(ctrl["apiVersion"]), str(ctrl.get("kind")), ns, job)
     kind = KUBEFLOW_KINDS.get(labels.get(KUBEFLOW_OPERATOR_LABEL, ""))

@@ -41,6 +41,7 @@ from .common import (
     UnsupportedConstraint,
     WorkloadError,
     annotations_of,
+    controller_of,
     get,
     labels_of,
     level_from_name,
@@ -338,9 +339,7 @@ def pod_resources(pod: Mapping[str, Any]) -> Resources:
 
 def owner_of(pod: Mapping[str, Any]) -> str | None:
     """``ns/Kind/name`` of the controlling owner; a Deployment's ReplicaSet becomes the Deployment."""
-    refs = get(pod, "metadata", "ownerReferences")
-    refs = refs if isinstance(refs, list) else []  # the API server refuses anything else; no owner then
-    ctrl = next((r for r in refs if isinstance(r, Mapping) and r.get("controller")), None)
+    ctrl = controller_of(pod)
     if ctrl is None or not ctrl.get("kind") or not ctrl.get("name"):
         return None
     kind, name = str(ctrl["kind"]), str(ctrl["name"])
