@@ -56,7 +56,6 @@ from scheduler.queue import SchedulingQueue, Unit, UnitState, gang_unit_key
 from scheduler.reporting import Reporter
 from scheduler.serve_config import ServeConfig
 from scheduler.snapshot import PodShape, Snapshot
-from scheduler.workload_mix import ArrivalMix
 
 log = logging.getLogger("toposched.loop")
 
@@ -138,8 +137,7 @@ class Scheduler:
         self.queue = SchedulingQueue(clock, config.backoff.initial_s, config.backoff.max_s,
                                      config.backoff.unschedulable_retry_s)
         self.engine = Engine.from_config(config.placement)
-        mix = config.workload_mix
-        self.arrivals = ArrivalMix(mix.half_life_pods, mix.publish_every, mix.coverage, mix.max_kinds)  # what fragmentation scores against
+        self.arrivals = config.workload_mix.arrival_mix()  # what fragmentation scores against
         self._counted: set[str] = set()  # pending pods already counted in ``arrivals``
         self._rng = np.random.default_rng(config.placement.seed)
         self.failures = FailureHandler(getattr(config, "node_failures", None), clock)  # node failures, gang repair

@@ -27,6 +27,7 @@ from models.spec import LevelSpec, parse_document, read_text, validate_model
 from scheduler.engine import PlacementConfig
 from scheduler.failures import NodeFailureConfig
 from scheduler.leader import check_timings
+from scheduler.workload_mix import ArrivalMix
 
 
 class _Strict(BaseModel):
@@ -73,6 +74,10 @@ class WorkloadMixConfig(_Strict):
     publish_every: Annotated[int, Field(ge=1)] = 100  # new pods between two re-scorings of every node
     coverage: Annotated[float, Field(gt=0, le=1)] = 0.95  # FGD's typical pods; the toposched profile uses every kind
     max_kinds: Annotated[int, Field(ge=1, le=100_000)] = 256  # the heaviest kinds kept (scoring cost grows with them)
+
+    def arrival_mix(self) -> ArrivalMix:
+        """An empty :class:`ArrivalMix` with these settings."""
+        return ArrivalMix(self.half_life_pods, self.publish_every, self.coverage, self.max_kinds)
 
 
 class ServeConfig(_Strict):

@@ -28,7 +28,6 @@ from scheduler.metrics import ATTEMPT_BUCKETS, SchedulerMetrics
 from scheduler.serve import default_identity
 from scheduler.serve_config import ServeConfig
 from scheduler.server import StatusServer
-from scheduler.workload_mix import ArrivalMix
 
 log = logging.getLogger("toposched.extender")
 
@@ -67,10 +66,9 @@ class ExtenderService:
         instance = f"toposched-extender-{self.identity.split('_')[0]}"
         events = kube.KubeEventSink(self.api, "toposched-extender", instance)
         binder = kube.KubeBinder(self.api) if opts.bind else None
-        mix = config.workload_mix
         self.handlers = ExtenderHandlers(self.state, Engine.from_config(config.placement), binder=binder,
                                          events=events, gang_timeout_s=config.gang_timeout_s,
-                                         arrivals=ArrivalMix(mix.half_life_pods, mix.publish_every, mix.coverage, mix.max_kinds))
+                                         arrivals=config.workload_mix.arrival_mix())
         resources = [kube.NODES, kube.PODS, *kube.GROUP_RESOURCES, kube.PDBS]
         self.reflectors = [kube.Reflector(self.api, r, self.state, watch_timeout_s=config.watch_timeout_s,
                                           on_relist=self._relisted) for r in resources]
