@@ -82,9 +82,7 @@ def arrival_order(pods: Sequence[PodRow], capacity_milli: int, rng: np.random.Ge
             src = by_name[int(rng.integers(len(by_name)))]
             if total + src.gpu_milli > target:
                 break
-            order.append(PodRow(name=f"{src.name}-clone-{clone}", cpu_milli=src.cpu_milli,
-                                memory_mib=src.memory_mib, num_gpu=src.num_gpu, gpu_milli=src.gpu_milli,
-                                gpu_spec=src.gpu_spec))
+            order.append(src.clone(f"{src.name}-clone-{clone}"))
             total += src.gpu_milli_total
             clone += 1
     else:

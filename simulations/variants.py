@@ -39,7 +39,6 @@ import numpy as np
 from models.errors import SpecError
 from models.readers.openb import NodeRow, PodRow
 
-KINDS = ("gpushare", "multigpu", "gpuspec", "cpu")
 _NAME = re.compile(r"^(gpushare|multigpu|gpuspec|cpu)(\d{1,3})$")
 SOURCE = "--variant"
 
@@ -106,11 +105,6 @@ def _fresh_names(pods: Sequence[PodRow], count: int) -> list[str]:
     return out
 
 
-def _clone(p: PodRow, name: str) -> PodRow:
-    return PodRow(name=name, cpu_milli=p.cpu_milli, memory_mib=p.memory_mib, num_gpu=p.num_gpu,
-                  gpu_milli=p.gpu_milli, gpu_spec=p.gpu_spec)
-
-
 def _gpushare(src: list[PodRow], share: float, rng: np.random.Generator, name: str) -> list[PodRow]:
     shared = [p for p in src if p.is_shared]
     whole = [p for p in src if p.num_gpu > 0 and not p.is_shared]
@@ -129,7 +123,7 @@ def _gpushare(src: list[PodRow], share: float, rng: np.random.Generator, name: s
     out = list(src)
     for row, sh in zip(gpu_rows, is_shared, strict=True):
         pool = shared if sh else whole
-        out[row] = _clone(pool[int(rng.integers(len(pool)))], src[row].name)
+        out[row] = pool[int(rng.integers(len(pool)))].clone(src[row].name)
     return out
 
 
@@ -149,7 +143,7 @@ def _multigpu(src: list[PodRow], share: float, rng: np.random.Generator, name: s
             added.append(p)
             mult += p.gpu_milli_total
             total += p.gpu_milli_total
-        out += [_clone(p, n) for p, n in zip(added, _fresh_names(src, len(added)), strict=True)]
+        out += [p.clone(n) for p, n in zip(added, _fresh_names(src, len(added)), strict=True)]
         return out
     rows = [i for i, p in enumerate(out) if p.num_gpu >= 2]
     drop: set[int] = set()
@@ -197,7 +191,7 @@ def _cpu(src: list[PodRow], share: float, rng: np.random.Generator, name: str) -
         return [p for i, p in enumerate(src) if i not in drop]
     _need(cpu_only, "CPU-only pods", name)
     extra = [src[cpu_only[int(rng.integers(len(cpu_only)))]] for _ in range(want - len(cpu_only))]
-    return list(src) + [_clone(p, n) for p, n in zip(extra, _fresh_names(src, len(extra)), strict=True)]
+    return list(src) + [p.clone(n) for p, n in zip(extra, _fresh_names(src, len(extra)), strict=True)]
 
 
 def describe(pods: Sequence[PodRow]) -> dict[str, float]:

@@ -115,6 +115,12 @@ class PodRow:
     def gpu_milli_total(self) -> int:
         return self.num_gpu * self.gpu_milli
 
+    def clone(self, name: str) -> PodRow:
+        """The same request under another name, without the trace's bookkeeping (QoS, phase,
+        times, file line): an inflation clone or a pod a variant adds."""
+        return PodRow(name=name, cpu_milli=self.cpu_milli, memory_mib=self.memory_mib, num_gpu=self.num_gpu,
+                      gpu_milli=self.gpu_milli, gpu_spec=self.gpu_spec)
+
 
 def _opt_int(value: str, column: str, source: str, line: int) -> int | None:
     return None if not value.strip() else _int(value, column, source, line)
