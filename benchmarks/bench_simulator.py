@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.errors import SpecError  # noqa: E402
 from models.readers.openb import BUNDLED_NODES, bundled_text, read_pod_file  # noqa: E402
 from simulations.fillup import BASELINES, POLICIES, openb_arrays, run_fillup  # noqa: E402
 
@@ -231,8 +232,8 @@ def first_failures(trace: str, seeds: list[int]) -> None:
     pods, name = read_pod_file(trace)
     by_name = {p.name: p for p in pods}
     cap = int(arrays.gpu_count.sum()) * 1000
-    variants = {"FGD": None, "toposched": None,
-                "toposched, no protection": [PluginConfig(name="fragmentation", weight=10.0, args={"protect": False})]}
+    configs = {"FGD": None, "toposched": None,
+               "toposched, no protection": [PluginConfig(name="fragmentation", weight=10.0, args={"protect": False})]}
     points = (80, 85, 90, 95, 100)
     print(machine())
     print(f"trace {name}, seeds {seeds[0]}-{seeds[-1]}: arrived demand (% of capacity) at the first failure of "
@@ -241,7 +242,7 @@ def first_failures(trace: str, seeds: list[int]) -> None:
     print("| policy | " + " | ".join(f"first {k} fail" for k in kinds) + " | "
           + " | ".join(f"@{p}%" for p in points) + " | CPU s/run |")
     print("|---|" + "---:|" * (len(kinds) + len(points) + 1))
-    for label, plugins in variants.items():
+    for label, plugins in configs.items():
         policy = "FGD" if label == "FGD" else "toposched"
         first: dict[str, list[float]] = {}
         curve: dict[int, list[float]] = {p: [] for p in points}
@@ -334,9 +335,17 @@ def main() -> int:
     if args.fidelity:
         return fidelity(args.fidelity)
     if args.variants:
-        policies = ["FGD", "toposched"] if args.policy == "all" else args.policy.split(",")
-        variants(args.trace, [v.strip() for v in args.variants.split(",") if v.strip()], seeds, args.variant_seed,
-                 policies)
+        from scheduler.cli_simulate import parse_policies
+        from simulations.variants import parse_variant
+
+        names = [v.strip() for v in args.variants.split(",") if v.strip()]
+        try:  # a typo in the last name is said before hours of runs, not after
+            for v in names:
+                parse_variant(v)
+            policies = ["FGD", "toposched"] if args.policy == "all" else parse_policies(args.policy)
+        except SpecError as exc:
+            ap.error(str(exc))
+        variants(args.trace, names, seeds, args.variant_seed, policies)
         return 0
     if args.first_failures:
         first_failures(args.trace, seeds)

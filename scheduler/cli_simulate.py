@@ -109,14 +109,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         node_rows, _ = read_node_file(args.nodes)  # row-level errors name the file and line
         node_text, node_source = Path(args.nodes).read_text(), args.nodes
-    variant = getattr(args, "variant", None)
+    variant = (args.variant or "").strip().lower()
     if variant:
         from simulations.variants import make_variant
 
         if node_rows is None:
             node_rows, _ = read_node_file(None)
         pods = make_variant(pods, variant, args.variant_seed, node_rows)
-        trace = f"{trace}+{variant.strip().lower()}"
+        trace = f"{trace}+{variant}"
     arrays = openb_arrays(node_text, node_source)
     if int(arrays.gpu_count.sum()) == 0:
         raise SpecError("the node list has no GPUs", source=node_source)
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     if variant:
         from simulations.variants import describe
 
-        extra["variant"] = {"name": variant.strip().lower(), "seed": args.variant_seed, **describe(pods)}
+        extra["variant"] = {"name": variant, "seed": args.variant_seed, **describe(pods)}
     if args.bound:
         from simulations.bound import bound_for_seed
         from simulations.report import bound_summary
