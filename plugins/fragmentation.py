@@ -274,7 +274,9 @@ class Protection:
     """Protection levels: the worth (milli-GPU) of one more place of each GPU kind of the mix.
 
     Keeps ``slots[n, t]`` (pods of kind ``t`` node ``n`` could still take) for the nodes
-    :class:`NodeStats` saw change, and their column sums ``N``."""
+    :class:`NodeStats` saw change, and their column sums ``N``; ``group`` and
+    ``pooled_rate`` are the kinds' place groups and the expected arrivals per milli-GPU of
+    each kind's group (:func:`place_groups`)."""
 
     CUTOFF_MILLI = 1.0  # kinds whose place is worth less than this are left out of a decision
     LOG_CUTOFF = 0.0  # log(CUTOFF_MILLI)
@@ -333,7 +335,7 @@ class Protection:
 
     def worth(self, skip: int = -1) -> tuple[np.ndarray, np.ndarray]:
         """(kinds, worth of one place of each): ``demand * P(Poisson(E) >= N)``, for the kinds
-        (but ``skip``) whose worth can reach the cutoff."""
+        whose worth can reach the cutoff, leaving out the place group of kind ``skip``."""
         lam = self.pooled_rate * self.free_milli
         n = np.maximum(self.total, 1)
         # Chernoff: P(X >= n) <= exp(n - lam + n log(lam / n)) for n > lam; keep what may reach the cutoff
@@ -349,7 +351,7 @@ class Protection:
 
     def penalty(self, shape: PodShape, cand: Candidates) -> np.ndarray | None:
         """Worth of the places each candidate takes (milli-GPU), or None when nothing is scarce."""
-        own = self.column.get(PodKind.of(shape), -1)  # a pod takes a place of its own kind wherever it goes
+        own = self.column.get(PodKind.of(shape), -1)  # a pod takes a place of its own group wherever it goes
         if len(self.demand) - (own >= 0) <= 0:
             return None
         self.sync()
