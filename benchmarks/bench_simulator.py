@@ -343,6 +343,8 @@ def main() -> int:
             for v in names:
                 parse_variant(v)
             policies = ["FGD", "toposched"] if args.policy == "all" else parse_policies(args.policy)
+            if args.variant_seed < 0:
+                raise SpecError(f"variant seed {args.variant_seed} is negative", source="--variant-seed")
         except SpecError as exc:
             ap.error(str(exc))
         variants(args.trace, names, seeds, args.variant_seed, policies)

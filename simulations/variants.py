@@ -72,6 +72,8 @@ def make_variant(pods: Sequence[PodRow], name: str, seed: int = 0,
 
     ``nodes`` is needed by ``gpuspec`` (the models and what their nodes can host)."""
     kind, share = parse_variant(name)
+    if seed < 0:
+        raise SpecError(f"variant seed {seed} is negative", source="--variant-seed", fix="use a seed of 0 or more")
     rng = np.random.default_rng(seed)
     src = sorted(pods, key=lambda p: p.name)
     if kind == "gpushare":

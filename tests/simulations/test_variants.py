@@ -126,3 +126,8 @@ def test_a_variant_that_would_leave_no_pods_is_refused():
     cpu_only = [PodRow(f"c{i}", 4000, 8192, 0, 0) for i in range(5)]
     with pytest.raises(SpecError, match="leaves no pods of the 5"):
         make_variant(cpu_only, "cpu000")
+
+
+def test_a_negative_variant_seed_is_refused_by_name():
+    with pytest.raises(SpecError, match="--variant-seed: variant seed -1 is negative"):
+        make_variant(pods(), "gpushare60", seed=-1)
