@@ -139,6 +139,8 @@ class Scheduler:
         self.engine = Engine.from_config(config.placement)
         self.arrivals = config.workload_mix.arrival_mix()  # what fragmentation scores against
         self._counted: set[str] = set()  # pending pods already counted in ``arrivals``
+        # the engine request read from each pending pod, while the cache holds that very object
+        self._requests: dict[str, tuple[Mapping[str, Any], Any, PodRequest]] = {}
         self._rng = np.random.default_rng(config.placement.seed)
         self.failures = FailureHandler(getattr(config, "node_failures", None), clock)  # node failures, gang repair
         self.reporter = Reporter(events, binder, clock=clock, wall=wall,
@@ -311,6 +313,7 @@ class Scheduler:
             self._count_arrival(key, pod)
             return
         self._counted.discard(key)
+        self._requests.pop(key, None)
         self._dequeue(key)
         if state == "bound":
             self.reporter.forget(key)
@@ -328,7 +331,7 @@ class Scheduler:
             return
         self._counted.add(key)
         try:
-            self.arrivals.observe(PodShape.of(workloads.pod_request(pod, self.cache.levels)))
+            self.arrivals.observe(PodShape.of(self._pod_request(key, pod)))
         except workloads.WorkloadError:
             self._counted.discard(key)  # unreadable: said when the pod is decided; counted once fixed
         except Exception:  # noqa: BLE001 - counting must never keep a pod from being scheduled
@@ -344,8 +347,23 @@ class Scheduler:
             return key in self.queue
         return gang_unit_key(gang) in self.queue or gang in self._gang_binds
 
+    def _pod_request(self, key: str, pod: Mapping[str, Any]) -> PodRequest:
+        """The engine request of pending pod ``key``, read once per object the cache holds
+        (counting the arrival and each attempt to place it reuse it); ``pod`` when the cache
+        holds none. Raises ``WorkloadError``."""
+        stored = self.cache.pending.get(key, pod)
+        levels = self.cache.levels
+        hit = self._requests.get(key)
+        if hit is not None and hit[0] is stored and hit[1] is levels:
+            return hit[2]
+        req = workloads.pod_request(stored, levels)
+        if key in self.cache.pending:
+            self._requests[key] = (stored, levels, req)
+        return req
+
     def _pod_gone(self, key: str, freed: bool) -> None:
         self._counted.discard(key)
+        self._requests.pop(key, None)
         self._dequeue(key)
         self._preempting.discard(key)
         self.reporter.forget(key)
@@ -544,7 +562,7 @@ class Scheduler:
             if pod is None or not self._placeable(unit.key):
                 return None
             try:
-                return workloads.pod_request(pod, levels), {unit.key: unit.key}
+                return self._pod_request(unit.key, pod), {unit.key: unit.key}
             except workloads.WorkloadError as exc:
                 self._report_invalid(exc, [unit.key])
                 self._park(unit, unschedulable=True)

@@ -227,3 +227,19 @@ def test_status_only_updates_do_not_retry_an_unschedulable_pod(rig):
     rig.cluster.add_pod({**pod, "status": {**pod["status"], "message": "something else"}})
     rig.run()
     assert rig.s.queue.get("default/huge").attempts == attempts
+
+
+def test_a_pending_pod_is_read_again_when_it_changes(rig):
+    """The request read from a pod is reused while the pod is unchanged, and only then."""
+    models = "toposched.io/gpu-models"
+    rig.add(o.pod("picky", 1, annotations={models: "NVIDIA-A100-SXM4-80GB"}))
+    rig.run()
+    assert "default/picky" not in rig.cluster.bound()
+    assert rig.s._requests["default/picky"][2].gpu_models == ("NVIDIA-A100-SXM4-80GB",)
+    pod = rig.cluster.pods["default/picky"]
+    meta = {**pod["metadata"], "annotations": {models: "NVIDIA-H100-80GB-HBM3"}}
+    rig.cluster.add_pod({**pod, "metadata": meta})
+    rig.clock.now += 2
+    rig.run()
+    assert "default/picky" in rig.cluster.bound()
+    assert "default/picky" not in rig.s._requests  # bound: nothing kept
