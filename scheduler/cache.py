@@ -227,9 +227,10 @@ class ClusterCache:
 
     # --- nodes ---------------------------------------------------------------------------
 
-    def replace_nodes(self, items: Iterable[Mapping[str, Any]]) -> set[str]:
-        """A full node list (after a (re-)list); returns the names that changed."""
-        seen = set()
+    def replace_nodes(self, items: Iterable[Mapping[str, Any]], keep: Iterable[str] = ()) -> set[str]:
+        """A full node list (after a (re-)list); returns the names that changed. Nodes named in
+        ``keep`` are in the list but were not handed in (unreadable): they are not deleted."""
+        seen = set(keep)
         changed = set()
         for obj in items:
             name = (obj.get("metadata") or {}).get("name")
@@ -553,6 +554,10 @@ class ClusterCache:
         self._assumed_uids[key] = ((self.pending.get(key) or {}).get("metadata") or {}).get("uid") or ""
         return a
 
+    def assumed_uid(self, key: str) -> str | None:
+        """The uid of the pod we bound (or are binding) under ``key``, while it is assumed."""
+        return self._assumed_uids.get(key)
+
     def forget(self, key: str) -> None:
         """A bind failed: give back what was assumed (unless the watch already saw the pod bound)."""
         self._drop_assumed(key)
@@ -565,8 +570,9 @@ class ClusterCache:
         return self.ledger.snapshot() if self.ledger is not None else None
 
     def bound_in_gang(self, gang: str) -> int:
-        """Members of ``gang`` bound or being bound."""
-        n = sum(1 for r in self.bound.values() if r.gang == gang)
+        """Members of ``gang`` bound or being bound (not those on their way out: a restarted job's
+        old members, still terminating, are not members of its new run)."""
+        n = sum(1 for r in self.bound.values() if r.gang == gang and not r.terminating)
         return n + sum(1 for k, a in self.assumed.items() if a.gang == gang and k not in self.bound)
 
     def gpu_stats(self) -> dict[str, tuple[int, int, float]]:

@@ -92,7 +92,9 @@ class NodeRecovered:
 
 def ready_status(node: Mapping[str, Any]) -> str:
     """``True``, ``False`` or ``Unknown`` (a node without a Ready condition is ``Unknown``)."""
-    for c in ((node.get("status") or {}).get("conditions") or []):
+    status = node.get("status")
+    conditions = status.get("conditions") if isinstance(status, Mapping) else None
+    for c in conditions if isinstance(conditions, list) else []:
         if isinstance(c, Mapping) and c.get("type") == "Ready":
             s = c.get("status")
             return s if s in ("True", "False") else "Unknown"
@@ -105,8 +107,10 @@ def failing_taint(node: Mapping[str, Any], keys: Iterable[str], operator_keys: I
     ``keys`` fail it with effect NoExecute, ``operator_keys`` with NoExecute or NoSchedule.
     """
     evicting, operator = set(keys), set(operator_keys)
-    for t in ((node.get("spec") or {}).get("taints") or []):
-        if not isinstance(t, Mapping):
+    spec = node.get("spec")
+    taints = spec.get("taints") if isinstance(spec, Mapping) else None
+    for t in taints if isinstance(taints, list) else []:  # unreadable taints: the cache leaves the node out
+        if not isinstance(t, Mapping) or not isinstance(t.get("key"), str) or not isinstance(t.get("effect"), str):
             continue
         key, effect = t.get("key"), t.get("effect")
         if (key in evicting and effect == "NoExecute") or (key in operator and effect in FAILING_EFFECTS):

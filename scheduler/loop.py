@@ -56,6 +56,8 @@ from scheduler.queue import SchedulingQueue, Unit, UnitState, gang_unit_key
 from scheduler.reporting import Reporter
 from scheduler.serve_config import ServeConfig
 from scheduler.snapshot import PodShape, Snapshot
+from scheduler.workloads.common import get as field_at
+from scheduler.workloads.common import shape_problem
 
 log = logging.getLogger("toposched.loop")
 
@@ -237,9 +239,9 @@ class Scheduler:
             self._dispatch(msg)
         except Exception:  # noqa: BLE001 - one bad object must not stop the loop; say which
             obj = msg[3] if msg[0] == "event" and len(msg) > 3 else None
-            name = ((obj or {}).get("metadata") or {}).get("name") if isinstance(obj, dict) else None
-            log.exception("could not process %s %s", msg[0], msg[1] if len(msg) > 1 else "",
-                          extra={"pod": name})
+            name = field_at(obj, "metadata", "name")
+            log.exception("could not process %s %s %s", msg[0], msg[1] if len(msg) > 1 else "",
+                          name if isinstance(name, str) else "", extra={"pod": name if isinstance(name, str) else None})
 
     def _dispatch(self, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
@@ -254,17 +256,29 @@ class Scheduler:
         elif kind == "preempted":
             self._on_victim_delete(msg[1], msg[2])
 
+    def _readable(self, resource: str, obj: Any) -> bool:
+        """False (and said in the log, naming the object and the field) for an object whose shape
+        cannot be read at all; such an object is skipped and what was known of it is kept."""
+        problem = shape_problem(obj)
+        if problem is None:
+            return True
+        name = field_at(obj, "metadata", "name")
+        log.warning("%s %s left out: %s", resource, name if isinstance(name, str) else "(no name)", problem)
+        return False
+
     def _on_replace(self, resource: str, items: list[dict[str, Any]]) -> None:
+        names = {field_at(o, "metadata", "name") for o in items}
+        keys = {workloads.pod_key(o) for o in items} if resource == PODS else set()
+        items = [o for o in items if self._readable(resource, o)]  # the unreadable ones still count as present
         if resource == NODES:
-            if self.cache.replace_nodes(items):
+            if self.cache.replace_nodes(items, keep={n for n in names if isinstance(n, str)}):
                 self.queue.cluster_changed()
         elif resource == PODS:
             before = set(self.cache.pending) | set(self.cache.bound) | self.cache.gated
-            seen = {workloads.pod_key(p) for p in items}
-            for key in before - seen:  # deleted while we were not watching
+            for key in before - keys:  # deleted while we were not watching
                 self._pod_gone(key, freed=self.cache.delete_pod(key))
             for pod in items:
-                self._sync_pod(pod)
+                self._handle_one(resource, pod, self._sync_pod)
         elif resource in GROUP_RESOURCES:
             self.cache.replace_groups(resource, items)
             self._groups_changed()
@@ -273,7 +287,17 @@ class Scheduler:
             self.metrics.invalid_budgets.set(len(self.cache.invalid_budgets))
         self.synced.add(resource)
 
+    def _handle_one(self, resource: str, obj: Mapping[str, Any], handle: Callable[[Any], None]) -> None:
+        """``handle(obj)`` for one object of a list; an error is logged with the object's name and
+        the list goes on."""
+        try:
+            handle(obj)
+        except Exception:  # noqa: BLE001 - the rest of the list must still be read
+            log.exception("could not process %s %s", resource, field_at(obj, "metadata", "name"))
+
     def _on_event(self, resource: str, type_: str, obj: dict[str, Any]) -> None:
+        if not self._readable(resource, obj):
+            return
         if resource == NODES:
             name = (obj.get("metadata") or {}).get("name") or ""
             changed = self.cache.delete_node(name) if type_ == "DELETED" else self.cache.upsert_node(obj)
@@ -304,7 +328,7 @@ class Scheduler:
         old = self.cache.pending.get(key)
         state = self.cache.upsert_pod(pod)
         if state == "pending":
-            if key in self._inflight or key in self.cache.assumed:
+            if (key in self._inflight or key in self.cache.assumed) and not self._recreated(key, pod):
                 return  # binding, or bound and the watch has not shown it yet
             if old is not None and self._queued(key) and _what_placement_reads(old) == _what_placement_reads(pod):
                 return  # a status write (ours: PodScheduled) changes nothing for placement
@@ -324,6 +348,21 @@ class Scheduler:
                                     f"{problem}; its GPUs are counted as the lowest free ones of its node")
         elif state == "gone":
             self._pod_gone(key, freed=True)
+
+    def _recreated(self, key: str, pod: Mapping[str, Any]) -> bool:
+        """True when pending ``pod`` is a new pod under the name of one we bound or are binding
+        (deleted and re-created: another uid). A binding that went through but was never seen
+        by the watch is given up here; one still in flight fails (404 or uid conflict) and the
+        new pod is tried once it has (see ``_on_bind_result``)."""
+        uid = field_at(pod, "metadata", "uid")
+        job = self._inflight.get(key)
+        old = job.ref.uid if job is not None else self.cache.assumed_uid(key)
+        if not uid or not old or uid == old:
+            return False
+        if job is None:
+            self.cache.forget(key)
+            self.queue.cluster_changed()  # its GPUs are free again
+        return True
 
     def _count_arrival(self, key: str, pod: Mapping[str, Any]) -> None:
         """Count a pod we are asked to place in the arriving mix, once (an unreadable pod is not counted)."""
@@ -384,13 +423,16 @@ class Scheduler:
         if group is None:
             old_gang = self._gang_of.pop(key, None)
             if old_gang is not None:
-                self._members.get(old_gang, set()).discard(key)
+                self._leave_gang(key, old_gang)
             self.queue.add(key, priority=priority)
             if changed:
                 self.queue.activate(key)
             return
         gkey = group.key
         self.queue.remove(key)
+        old_gang = self._gang_of.get(key)
+        if old_gang is not None and old_gang != gkey:  # moved to another gang: it leaves the old one
+            self._leave_gang(key, old_gang)
         self._gang_of[key] = gkey
         members = self._members.setdefault(gkey, set())
         is_new = key not in members
@@ -410,14 +452,18 @@ class Scheduler:
                 del self._nominations[unit_key]  # bound or gone: nothing left to hold a place for
         gkey = self._gang_of.pop(key, None)
         if gkey is not None:
-            members = self._members.get(gkey)
-            if members is not None:
-                members.discard(key)
-                if not members:
-                    self._members.pop(gkey, None)
-                    if gkey not in self._gang_binds:
-                        self.queue.remove(gang_unit_key(gkey))
-                        self._timed_out.discard(gkey)
+            self._leave_gang(key, gkey)
+
+    def _leave_gang(self, key: str, gkey: str) -> None:
+        """``key`` is no longer a member of gang ``gkey``; a gang left without members leaves the queue."""
+        members = self._members.get(gkey)
+        if members is not None:
+            members.discard(key)
+            if not members:
+                self._members.pop(gkey, None)
+                if gkey not in self._gang_binds:
+                    self.queue.remove(gang_unit_key(gkey))
+                    self._timed_out.discard(gkey)
 
     def _groups_changed(self) -> None:
         for unit in self.queue.units.values():
@@ -887,7 +933,7 @@ class Scheduler:
                                                              "node": job.placement.node})
             if g is not None:
                 self._gang_member_failed(g, job, res.error)
-            else:
+            elif not self._successor_queued(job):
                 self._single_failed(job, res.error)
         if g is not None and not g.pending:
             self._gang_done(g)
@@ -905,6 +951,17 @@ class Scheduler:
                                 dedup=False)
         if self.on_bound is not None:
             self.on_bound(job.key, job.placement.node)
+
+    def _successor_queued(self, job: BindJob) -> bool:
+        """The pod ``job`` was binding was deleted and re-created meanwhile (its bind failed for
+        that): the new pod, already queued, is tried now. False when there is no such pod."""
+        pod = self.cache.pending.get(job.key)
+        uid = field_at(pod, "metadata", "uid")
+        if pod is None or not uid or not job.ref.uid or uid == job.ref.uid:
+            return False
+        self.metrics.schedule_attempts.labels(result="error", profile=self.profile).inc()
+        self._enqueue(job.key, pod, changed=True)  # it may have been popped and dropped while the bind ran
+        return True
 
     def _single_failed(self, job: BindJob, err: KubeApiError) -> None:
         self.metrics.schedule_attempts.labels(result="error", profile=self.profile).inc()

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from models.errors import SpecError
 from models.readers.annotation import ANNOTATION_KEY, decode_topology
 from models.spec import (
+    NAME_RE,
     NOT_EXTENDED,
     GpuSpec,
     LevelSpec,
@@ -112,6 +113,9 @@ def _where(obj: Mapping[str, Any], source: str | None) -> tuple[str, str]:
     name = _get(obj, "metadata", "name")
     if not isinstance(name, str) or not name:
         raise SpecError("a Node without a name", source=source, path="metadata.name")
+    if not NAME_RE.match(name) or len(name) > 253:
+        raise SpecError("node name is not a valid Kubernetes name", source=source, path="metadata.name",
+                        value=name, fix="use lower-case letters, digits, '-' and '.'")
     where = f"node {name}"
     return name, f"{source}: {where}" if source else where
 

@@ -81,6 +81,32 @@ def get(obj: Any, *keys: str) -> Any:
     return cur
 
 
+def shape_problem(obj: Any) -> str | None:
+    """What makes ``obj`` unreadable as a Kubernetes object at all (``metadata`` not a mapping
+    or without a name, ``spec`` / ``status`` / labels / annotations of the wrong JSON type), as
+    ``field: problem``; None when its shape is fine. The API server never sends such objects
+    for built-in kinds, but a custom resource without a schema can carry anything."""
+    if not isinstance(obj, Mapping):
+        return f"the object: must be a mapping, not {type(obj).__name__}"
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):
+        return f"metadata: must be a mapping, not {type(meta).__name__}"
+    if not isinstance(meta.get("name"), str) or not meta.get("name"):
+        return "metadata.name: must be a non-empty string"
+    if meta.get("namespace") is not None and not isinstance(meta.get("namespace"), str):
+        return "metadata.namespace: must be a string"
+    for field in ("labels", "annotations"):
+        value = meta.get(field)
+        if value is not None and (not isinstance(value, Mapping) or
+                                  any(not isinstance(k, str) or not isinstance(v, str) for k, v in value.items())):
+            return f"metadata.{field}: must map strings to strings"
+    for field in ("spec", "status"):
+        value = obj.get(field)
+        if value is not None and not isinstance(value, Mapping):
+            return f"{field}: must be a mapping, not {type(value).__name__}"
+    return None
+
+
 def controller_of(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The ownerReference marked ``controller`` (None when there is none, or when
     ``ownerReferences`` is not a list: the API server refuses anything else)."""

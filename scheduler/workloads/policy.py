@@ -181,6 +181,9 @@ def _read_podgroup(r: _Reader, pg: Mapping[str, Any]) -> None:
             r.min_votes.append(_Vote(1, r.subject, "PodGroup spec.schedulingPolicy.basic"))
         _add(r.min_votes, r.obj_int(pg, "spec.schedulingPolicy.gang.minCount", 1))
         topo = get(pg, "spec", "schedulingConstraints", "topology") or []
+        if not isinstance(topo, list):
+            raise WorkloadError(r.subject, f"PodGroup {namespace_of(pg)}/{get(pg, 'metadata', 'name')} "
+                                           "spec.schedulingConstraints.topology", "must be a list")
         if topo:
             where = f"PodGroup {namespace_of(pg)}/{get(pg, 'metadata', 'name')} spec.schedulingConstraints.topology[0].key"
             key = get(topo[0], "key")
@@ -196,9 +199,14 @@ def _read_job(r: _Reader, job: Mapping[str, Any]) -> None:
     kind = job.get("kind")
     name = f"{kind} {namespace_of(job)}/{get(job, 'metadata', 'name')}"
     spec = job.get("spec") or {}
+    if not isinstance(spec, Mapping):
+        raise WorkloadError(r.subject, f"{name} spec", "must be a mapping")
     if kind == "JobSet":
         total = 0
-        for i, rj in enumerate(spec.get("replicatedJobs") or []):
+        jobs = spec.get("replicatedJobs") or []
+        if not isinstance(jobs, list):
+            raise WorkloadError(r.subject, f"{name} spec.replicatedJobs", "must be a list")
+        for i, rj in enumerate(jobs):
             replicas = _job_int(r, name, f"spec.replicatedJobs[{i}].replicas", get(rj, "replicas"), 1)
             parallelism = _job_int(r, name, f"spec.replicatedJobs[{i}].template.spec.parallelism",
                                    get(rj, "template", "spec", "parallelism"), 1)
@@ -208,12 +216,15 @@ def _read_job(r: _Reader, job: Mapping[str, Any]) -> None:
         size = _job_int(r, name, "spec.leaderWorkerTemplate.size", get(spec, "leaderWorkerTemplate", "size"), 1)
         r.total_votes.append(_Vote(size, r.subject, f"{name} spec.leaderWorkerTemplate.size"))
     else:
-        specs_key = next((k for k in spec if k.endswith("ReplicaSpecs")), None)
+        specs_key = next((k for k in spec if isinstance(k, str) and k.endswith("ReplicaSpecs")), None)
         if specs_key is None:
             raise WorkloadError(r.subject, name, "is not a JobSet, LeaderWorkerSet or Kubeflow job "
                                                  "(no spec.*ReplicaSpecs)")
+        roles = spec[specs_key] or {}
+        if not isinstance(roles, Mapping):
+            raise WorkloadError(r.subject, f"{name} spec.{specs_key}", "must map replica types to their specs")
         total = sum(_job_int(r, name, f"spec.{specs_key}.{role}.replicas", get(rs, "replicas"), 1)
-                    for role, rs in (spec[specs_key] or {}).items())
+                    for role, rs in roles.items())
         r.total_votes.append(_Vote(total, r.subject, f"{name} spec.{specs_key} (sum of replicas)"))
         _add(r.min_votes, r.obj_int(job, "spec.runPolicy.schedulingPolicy.minAvailable", 1))
         _add(r.timeouts, r.obj_int(job, "spec.runPolicy.schedulingPolicy.scheduleTimeoutSeconds", 1))
@@ -268,6 +279,8 @@ def _read_network_topology(r: _Reader, pg: Mapping[str, Any]) -> None:
     if not nt:
         return
     where = f"PodGroup {namespace_of(pg)}/{get(pg, 'metadata', 'name')} spec.networkTopology"
+    if not isinstance(nt, Mapping):
+        raise WorkloadError(r.subject, where, "must be a mapping (mode, highestTierAllowed or highestTierName)")
     mode = nt.get("mode") or "hard"
     if mode not in ("hard", "soft"):
         raise WorkloadError(r.subject, f"{where}.mode", f"{quote(mode)} is not hard or soft")
