@@ -56,6 +56,7 @@ from scheduler.ledger import LedgerError
 from scheduler.ports import Binder, EventSink, KubeApiError, ObjectRef
 from scheduler.snapshot import PodShape, Snapshot
 from scheduler.workload_mix import ArrivalMix
+from scheduler.workloads.common import get as field_at
 from scheduler.workloads.disruption import Tally, covering
 
 log = logging.getLogger("toposched.extender")
@@ -64,6 +65,7 @@ MANAGED_RESOURCE = "nvidia.com/gpu"
 OPT_OUT_ANNOTATION = "toposched.io/extender"
 OPT_OUT_VALUE = "ignore"
 UNKNOWN_NODE = "node is not in toposched's cache (yet)"
+NOT_SYNCED = "toposched's cache is not synced yet (waiting for the first node and pod lists); try again"
 HOLD_TTL_S = 30.0
 COUNTED_UIDS = 100_000  # pod uids remembered as counted in the arriving mix
 PENDING_TTL_S = 600.0
@@ -192,6 +194,7 @@ class ExtenderHandlers:
         self.reservations = ReservationBook(clock, gang_timeout_s or workloads.DEFAULT_GANG_TIMEOUT_S)
         self._lock = threading.RLock()
         self._pending: dict[str, PodWork] = {}  # uid -> pod seen by filter, not bound yet
+        self._passed: OrderedDict[str, None] = OrderedDict()  # uids filter passed through untouched (bounded)
         self._holds: dict[str, Hold] = {}  # uid -> expected placement
         self._empty: tuple[Any, Snapshot] | None = None
 
@@ -324,10 +327,24 @@ class ExtenderHandlers:
         except workloads.WorkloadError as exc:  # the pod must change: no node will do
             return _filter_result(args, set(), {}, {n: f"toposched: {exc}" for n in names})
 
+    def _passed_through(self, pod: Mapping[str, Any]) -> None:
+        """Remember that filter let ``pod`` through untouched, so that bind binds it as it is
+        (a pod of another profile that opted out is not in the cache's pending pods)."""
+        uid = field_at(pod, "metadata", "uid")
+        if isinstance(uid, str) and uid:
+            with self._lock:
+                self._passed[uid] = None
+                self._passed.move_to_end(uid)
+                while len(self._passed) > COUNTED_UIDS:
+                    self._passed.popitem(last=False)
+
     def _filter(self, args: wire.ExtenderArgs, names: list[str]) -> wire.ExtenderFilterResult:
         work = self._work(args.pod)
         if work is None:
+            self._passed_through(args.pod)
             return _filter_result(args, set(names), {}, {})
+        if not self.state.is_synced():  # GPUs in use may not be known yet: place nothing
+            return _filter_result(args, set(), {n: f"toposched: {NOT_SYNCED}" for n in names}, {})
         with self._lock:
             self._housekeeping()
             self._count_arrival(work)
@@ -473,6 +490,8 @@ class ExtenderHandlers:
             work = None  # filter has said why; no opinion here
         if work is None:
             return []
+        if not self.state.is_synced():
+            return [_priority_of(n, score=0) for n in names]
         with self._lock:
             self._housekeeping()
             if work.group is not None:
@@ -521,17 +540,27 @@ class ExtenderHandlers:
         annotations: dict[str, str] = {}
         with self._lock:
             self._housekeeping()
-            work = self._pending.get(args.pod_uid) or next(
+            if not self.state.is_synced() and args.pod_uid not in self._passed:
+                return wire.ExtenderBindingResult(error=f"toposched: {NOT_SYNCED}")
+            work = self._pending.get(args.pod_uid) if args.pod_uid else next(
                 (w for w in self._pending.values() if w.key == ref.key), None)
             if work is None:
                 pod = self.state.pending_pod(ref.key)
-                if pod is None:
+                cached_uid = field_at(pod, "metadata", "uid")
+                if pod is None and args.pod_uid in self._passed:
+                    pass  # filter let it through untouched: a plain binding
+                elif pod is None:
                     return wire.ExtenderBindingResult(
                         error=f"toposched: pod {ref.key} was not filtered by this extender; schedule it again")
-                try:
-                    work = self._work(pod)  # None: not ours, a plain binding
-                except workloads.WorkloadError as exc:
-                    return wire.ExtenderBindingResult(error=f"toposched: {exc}")
+                elif args.pod_uid and cached_uid and cached_uid != args.pod_uid:
+                    return wire.ExtenderBindingResult(
+                        error=f"toposched: pod {ref.key} is now uid {cached_uid}, not {args.pod_uid} "
+                              "(re-created); schedule it again")
+                else:
+                    try:
+                        work = self._work(pod)  # None: not ours, a plain binding
+                    except workloads.WorkloadError as exc:
+                        return wire.ExtenderBindingResult(error=f"toposched: {exc}")
             if work is not None:
                 try:
                     placement = self._choose(work, args.node)
@@ -593,6 +622,8 @@ class ExtenderHandlers:
             work = None
         if work is None or work.group is not None:
             return wire.ExtenderPreemptionResult(node_name_to_meta_victims=given)
+        if not self.state.is_synced():  # GPUs in use may not be known yet: no preemption now
+            return wire.ExtenderPreemptionResult(node_name_to_meta_victims={})
         with self._lock:
             self._housekeeping()
             snap = self._snapshot(skip_uid=work.uid)

@@ -348,9 +348,14 @@ class ExtenderServer:
         except Exception as exc:  # noqa: BLE001 - a handler bug must not take the server down
             log.exception("extender %s failed", verb)
             raise HttpError(500, f"{verb}: internal error: {type(exc).__name__}: {exc}") from None
-        if isinstance(result, list):
-            return wire.encode_priorities(result)
-        return result.to_json_bytes()
+        try:
+            if isinstance(result, list):
+                return wire.encode_priorities(result)
+            return result.to_json_bytes()
+        except (ValueError, RecursionError) as exc:  # a reply echoes request data it cannot encode
+            log.warning("extender %s: reply not encodable: %s", verb, exc)
+            raise HttpError(400, f"{verb}: the reply cannot be encoded from this request "
+                                 f"({type(exc).__name__}: {str(exc)[:200]}); objects nested too deeply?") from None
 
     def start(self) -> ExtenderServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},

@@ -18,6 +18,7 @@ The Go structs carry no ``json`` tags, so kube-scheduler sends the Go field name
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -221,6 +222,9 @@ VERB_ARGS: dict[str, type[_Wire]] = {
 }
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def decode(verb: str, body: bytes) -> _Wire:
     """The args model of ``verb`` from a request body; ``WireError`` (400 bad JSON, 422 bad shape)."""
     try:
@@ -238,6 +242,12 @@ def decode(verb: str, body: bytes) -> _Wire:
         raise WireError("malformed JSON: nested too deeply", 400) from None
     if not isinstance(doc, dict):
         raise WireError(f"{verb}: the body must be a JSON object, not {_json_type(doc)}")
+    if _SURROGATE_ESCAPE.search(text):  # rare: check the decoded text is valid Unicode (no lone surrogates)
+        try:
+            json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise WireError(f"{verb}: the body holds a \\u escape of a lone UTF-16 surrogate, which is not "
+                            "Unicode text", 400) from None
     model = VERB_ARGS[verb]
     try:
         return model.model_validate(doc)

@@ -8,13 +8,20 @@ Cluster used unless a test says otherwise (rack label example.com/rack)::
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
-from scheduler.engine import place
+from scheduler.cache import ClusterCache
+from scheduler.engine import Engine, PlacementConfig, place
 from scheduler.extender import wire
+from scheduler.extender.handlers import ExtenderHandlers
+from scheduler.extender.state import CacheState
+from scheduler.fakes import InMemoryBinder, RecordingEvents
 from scheduler.snapshot import PodShape
 from scheduler.workloads import pod_request
+from tests.clock import ManualClock as Clock
 
 from .conftest import LEVELS, filter_args, gang_pod, gpu_pod, k8s_node, make_handlers
 
@@ -366,6 +373,55 @@ def test_bind_to_a_node_that_no_longer_fits_is_refused():
     res = run_bind(h, pod, "n1")
     assert "no longer fits on n1" in res.error
     assert h.binder.bound == {}
+
+
+def test_bind_for_a_recreated_pod_reads_the_new_pod_instead_of_the_old_decision():
+    h = make_handlers(cluster())
+    old = gpu_pod("p", 1)
+    run_filter(h, old, ["n4"])
+    new = gpu_pod("p", 8)
+    new["metadata"]["uid"] = "uid-new"
+    h.state.apply("pods", "DELETED", old)
+    h.state.apply("pods", "ADDED", new)
+    res = run_bind(h, new, "n4")  # n4 has 4 GPUs: the new pod asks for 8
+    assert "no longer fits on n4" in res.error
+    assert h.binder.bound == {}
+    assert run_bind(h, new, "n1").error == ""
+    assert len(h.binder.annotations["ml/p"]["toposched.io/gpus"].split(",")) == 8
+
+
+def test_an_opted_out_pod_of_another_profile_is_bound_as_it_is():
+    h = make_handlers(cluster())
+    pod = gpu_pod("theirs", 1, scheduler="other-profile", annotations={"toposched.io/extender": "ignore"})
+    h.state.apply("pods", "ADDED", pod)
+    assert run_filter(h, pod).node_names == ALL
+    assert run_bind(h, pod, "n2").error == ""
+    assert h.binder.bound == {"ml/theirs": "n2"}
+    assert "toposched.io/gpus" not in h.binder.annotations.get("ml/theirs", {})
+
+
+def test_before_the_first_pod_list_no_gpu_pod_is_placed_bound_or_preempted_for():
+    nodes_listed, pods_listed = threading.Event(), threading.Event()
+    state = CacheState(ClusterCache("default-scheduler", LEVELS))
+    state.synced_when(nodes_listed, pods_listed)  # as the service wires it to its reflectors
+    state.replace("nodes", cluster())
+    nodes_listed.set()  # the pod list is not in yet
+    h = ExtenderHandlers(state, Engine.from_config(PlacementConfig(profile="toposched")), binder=InMemoryBinder(),
+                         events=RecordingEvents(), clock=Clock())
+    pod = gpu_pod("early", 8)
+    res = run_filter(h, pod)
+    assert res.node_names == [] and set(res.failed_nodes) == set(ALL)
+    assert "not synced yet" in res.failed_nodes["n1"]
+    assert set(run_prioritize(h, pod).values()) == {0}
+    assert "not synced yet" in run_bind(h, pod, "n1").error
+    given = {"n1": {"Pods": [{"UID": "x"}], "NumPDBViolations": 0}}
+    out = h.preempt(wire.ExtenderPreemptionArgs.model_validate({"Pod": pod, "NodeNameToMetaVictims": given}))
+    assert out.to_wire() == {"NodeNameToMetaVictims": {}}
+    assert h.binder.bound == {}
+    assert run_filter(h, gpu_pod("cpu", 0)).node_names == ALL  # not ours: passes through as always
+    state.replace("pods", [gpu_pod("running", 8, node="n2", on_gpus=tuple(range(8)))])
+    pods_listed.set()
+    assert run_filter(h, pod).node_names == ["n1", "n3"]
 
 
 def test_without_a_binder_bind_says_so():

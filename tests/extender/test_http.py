@@ -250,3 +250,34 @@ def test_a_stalled_body_times_out_with_400_but_idle_connections_stay_open():
         assert head.startswith(b"HTTP/1.1 400")
         assert "timed out reading a 100-byte body" in json.loads(body)["Error"]
         assert _post(server, "/toposched/filter", b'{"Pod": {}, "NodeNames": []}')[0] == 200
+
+
+class NodeEcho(EchoVerbs):
+    """Filter answers with the full Node objects it was given (as a non-nodeCacheCapable extender)."""
+
+    def filter(self, args):
+        self.calls.append("filter")
+        return wire.ExtenderFilterResult(nodes=args.nodes)
+
+
+def test_a_lone_surrogate_escape_is_a_400_json_error_and_the_server_keeps_serving(server):
+    body = '{"Pod": {"metadata": {"name": "p"}}, "NodeNames": ["n1\\ud800"]}'
+    status, _, data = _post(server, "/toposched/filter", body)
+    assert status == 400 and "lone UTF-16 surrogate" in json.loads(data)["Error"]
+    paired = '{"Pod": {"metadata": {"name": "p"}}, "NodeNames": ["n1\\ud83d\\ude00"]}'  # a valid pair is text
+    status, _, data = _post(server, "/toposched/filter", paired)
+    assert status == 200 and json.loads(data)["NodeNames"] == ["n1\U0001F600"]
+
+
+def test_a_reply_that_cannot_be_encoded_is_a_400_json_error_not_a_dropped_connection():
+    deep: dict = {}
+    for _ in range(300):
+        deep = {"x": deep}
+    node = {"metadata": {"name": "n1"}, "status": deep}
+    body = json.dumps({"Pod": {"metadata": {"name": "p"}}, "Nodes": {"items": [node]}})
+    with ExtenderServer(NodeEcho(), url_prefix="/toposched") as s:
+        status, _, data = _post(s, "/toposched/filter", body)
+        assert status == 400 and "cannot be encoded" in json.loads(data)["Error"]
+        status, _, _ = _post(s, "/toposched/filter", json.dumps({"Pod": {}, "Nodes": {"items": [
+            {"metadata": {"name": "n1"}}]}}))
+        assert status == 200
