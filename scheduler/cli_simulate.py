@@ -50,6 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_workload_parser(kinds)
 
 
+MAX_SEEDS = 10_000  # runs of several seconds each: far more than anyone waits for
+
+
 def parse_seeds(text: str) -> list[int]:
     """``42-51`` -> [42..51]; ``42,45`` -> [42, 45]; ``42`` -> [42]."""
     seeds: list[int] = []
@@ -61,13 +64,20 @@ def parse_seeds(text: str) -> list[int]:
                 a, b = int(lo), int(hi)
                 if b < a:
                     raise ValueError
+                if b - a >= MAX_SEEDS:
+                    raise SpecError(f"more than {MAX_SEEDS} seeds in {text!r}", source="--seeds",
+                                    fix="write e.g. 42-51")
                 seeds.extend(range(a, b + 1))
             else:
                 seeds.append(int(part))
         except ValueError:
             raise SpecError(f"bad seed list {text!r}", source="--seeds", fix="write e.g. 42-51, 42,43 or 42") from None
+        if len(seeds) > MAX_SEEDS:
+            raise SpecError(f"more than {MAX_SEEDS} seeds in {text!r}", source="--seeds", fix="write e.g. 42-51")
     if not seeds:
         raise SpecError("no seeds given", source="--seeds", fix="write e.g. 42-51")
+    if min(seeds) < 0:
+        raise SpecError(f"seed {min(seeds)} is negative", source="--seeds", fix="seeds are integers >= 0, e.g. 42-51")
     return list(dict.fromkeys(seeds))
 
 
@@ -120,6 +130,15 @@ def run(args: argparse.Namespace) -> int:
     arrays = openb_arrays(node_text, node_source)
     if int(arrays.gpu_count.sum()) == 0:
         raise SpecError("the node list has no GPUs", source=node_source)
+    if not any(p.gpu_milli_total for p in pods):
+        raise SpecError("the pod list requests no GPU: a GPU fill-up has nothing to offer", source=args.pods,
+                        fix="use a pod list with GPU pods" + (" or another --variant" if variant else ""))
+    out = Path(args.out)
+    try:  # before any run: a bad --out must not cost the runs
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpecError(f"cannot write the report there: {exc.strerror or exc}", source="--out",
+                        value=str(out), fix="name a folder (it is created when missing)") from None
 
     bar = None
     if not args.quiet:
@@ -156,7 +175,6 @@ def run(args: argparse.Namespace) -> int:
 
         gpus = int(arrays.gpu_count.sum())
         extra["bound"] = bound_summary([bound_for_seed(pods, gpus, seed, inflate=args.inflate) for seed in seeds])
-    out = Path(args.out)
     doc = write_report(runs, out, trace, extra, plots=not args.no_plots)
     print(table(doc))
     print(f"wrote {out}/summary.json, {len(runs)} run CSVs" + ("" if args.no_plots else " and 3 plots"))

@@ -76,6 +76,9 @@ def arrival_order(pods: Sequence[PodRow], capacity_milli: int, rng: np.random.Ge
         return order
     target = inflate * capacity_milli
     total = sum(p.gpu_milli_total for p in order)
+    if total < target and not any(p.gpu_milli_total for p in by_name):
+        raise ValueError("the pod list requests no GPU, so clones of it never reach "
+                         f"{inflate} x the GPU capacity")
     if total < target:
         clone = 0
         while True:

@@ -73,10 +73,13 @@ def summarize(runs: Sequence[RunResult], trace: str, extra: dict | None = None) 
     for policy, prs in by_policy.items():
         prs = sorted(prs, key=lambda r: r.seed)
         binned = [r.binned() for r in prs]
-        entry: dict = {"unallocated_gpu_pct": {}, "unallocated_gpu_pct_sd": {}, "per_seed": {}}
+        entry: dict = {"unallocated_gpu_pct": {}, "unallocated_gpu_pct_sd": {}, "unallocated_gpu_pct_runs": {},
+                       "per_seed": {}}
         for pt in REPORT_POINTS:
             vals = [b["unallocated_gpu_pct"].get(pt) for b in binned]
             entry["unallocated_gpu_pct"][str(pt)], entry["unallocated_gpu_pct_sd"][str(pt)] = _mean_sd(vals)
+            # a coarse trace may skip a point in some runs: the mean is over the runs that reached it
+            entry["unallocated_gpu_pct_runs"][str(pt)] = sum(v is not None for v in vals)
         for r, b in zip(prs, binned, strict=True):
             entry["per_seed"][str(r.seed)] = {str(pt): b["unallocated_gpu_pct"].get(pt) for pt in REPORT_POINTS}
         entry["curves"] = {}
@@ -125,11 +128,20 @@ def table(doc: dict) -> str:
     what = "one seed" if one else "mean +- sd over seeds"
     lines = [f"trace {doc['trace']}, seeds {_seed_text(doc['seeds'])}, inflate {doc['inflate']}",
              f"unallocated GPU % of capacity ({what}), by arrived demand", head, "-" * len(head)]
+    partial = False
     for policy, e in doc["policies"].items():
         u, sd = e["unallocated_gpu_pct"], e["unallocated_gpu_pct_sd"]
+        runs = e.get("unallocated_gpu_pct_runs", {})
         cells = [f"{'-':>16}" if u[p] is None else f"{u[p]:>16.2f}" if one else f"{u[p]:>9.2f} +-{sd[p]:>5.2f}"
                  for p in ("100", "130")]
+        for i, p in enumerate(("100", "130")):
+            if u[p] is not None and runs.get(p, len(doc["seeds"])) < len(doc["seeds"]):
+                cells[i] = f"{cells[i].strip() + '*':>16}"
+                partial = True
         lines.append(f"{policy:<14} {cells[0]} {cells[1]} {e['failed_pods']:>12.1f} {e['cpu_s']:>10.1f}")
+    if partial:
+        lines.append("* over the seeds whose runs had an event at that arrived % (the trace is too coarse for "
+                     "the others; unallocated_gpu_pct_runs in summary.json)")
     if "bound" in doc:
         least = doc["bound"]["unallocated_gpu_pct_min"]
         over = "" if one else ", mean over seeds"
@@ -189,11 +201,13 @@ def write_plots(doc: dict, out: Path) -> list[Path]:
         paths.append(out / fname)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     names = list(doc["policies"])
-    means = [doc["policies"][p]["unallocated_gpu_pct"]["100"] or 0.0 for p in names]
+    values = [doc["policies"][p]["unallocated_gpu_pct"]["100"] for p in names]
+    means = [m if m is not None else 0.0 for m in values]
     sds = [doc["policies"][p]["unallocated_gpu_pct_sd"]["100"] or 0.0 for p in names]
     bars = ax.bar(names, means, yerr=sds, capsize=4, color="#4c72b0")
-    for b, m in zip(bars, means, strict=True):
-        ax.annotate(f"{m:.2f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
+    for b, m in zip(bars, values, strict=True):  # no run reached 100%: no bar, "n/a"
+        ax.annotate("n/a" if m is None else f"{m:.2f}", (b.get_x() + b.get_width() / 2, b.get_height()),
+                    ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("unallocated GPU at 100% arrived (% of capacity)")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from models.errors import SpecError, TraceRowError
+from models.spec import NAME_RE
 
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
 
@@ -27,14 +29,20 @@ class NodeRow:
     model: str
 
 
+MAX_INT = 2**62  # far above any real value; keeps every count a 64-bit integer downstream
+MAX_GPUS_PER_NODE = 64  # as the cluster model allows
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
 def _int(value: str, column: str, source: str, line: int) -> int:
     text = value.strip()
-    try:
-        number = int(text)
-    except ValueError:
-        raise TraceRowError(source, line, f"{column}: {text!r} is not an integer") from None
+    if not _INTEGER.fullmatch(text):  # int() would also take "1_000", "+5" and other spellings
+        raise TraceRowError(source, line, f"{column}: {text!r} is not an integer")
+    number = int(text)
     if number < 0:
         raise TraceRowError(source, line, f"{column}: {number} is negative")
+    if number > MAX_INT:
+        raise TraceRowError(source, line, f"{column}: {text} is too large (at most {MAX_INT})")
     return number
 
 
@@ -66,7 +74,12 @@ def read_node_list(text: str, source: str) -> list[NodeRow]:
         raise TraceRowError(source, 1, f"header is {','.join(header)!r}; expected {','.join(NODE_COLUMNS)}")
     rows: list[NodeRow] = []
     for line, name, row in _named_rows(reader, NODE_COLUMNS, "node", source):
+        if not NAME_RE.match(name) or len(name) > 253:
+            raise TraceRowError(source, line, f"sn: {name!r} is not a valid Kubernetes node name "
+                                              "(lower-case letters, digits, '-' and '.')")
         gpus = _int(row[3], "gpu", source, line)
+        if gpus > MAX_GPUS_PER_NODE:
+            raise TraceRowError(source, line, f"gpu: {gpus} GPUs on one node; at most {MAX_GPUS_PER_NODE}")
         model = row[4].strip()
         if gpus > 0 and not model:
             raise TraceRowError(source, line, f"model: empty, but the node has {gpus} GPUs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -50,6 +51,8 @@ def test_writes_summary_csvs_and_plots(files, tmp_path, capsys):
     (["--policy", "Magic"], "--policy: unknown policy 'Magic'"),
     (["--seeds", "9-3"], "--seeds: bad seed list '9-3'"),
     (["--inflate", "0"], "--inflate: inflate 0.0 out of range"),
+    (["--seeds=-3"], "--seeds: seed -3 is negative"),
+    (["--seeds", "0-1000000000"], "--seeds: more than 10000 seeds"),
 ])
 def test_bad_arguments_exit_2(files, tmp_path, capsys, args, message):
     nodes, pods = files
@@ -110,3 +113,37 @@ def test_bad_variant_exits_2(files, tmp_path, capsys):
                "--out", str(tmp_path), "--quiet"])
     assert rc == 2
     assert "--variant: unknown variant 'cpu50x'" in capsys.readouterr().err
+
+
+def test_a_pod_list_without_gpu_pods_is_refused_instead_of_inflated_forever(files, tmp_path, capsys):
+    nodes, pods = files
+    pods.write_text("name,cpu_milli,memory_mib,num_gpu,gpu_milli\n" + "".join(f"c{i},4000,8192,0,0\n" for i in range(5)))
+    rc = main(["simulate", "openb", "--pods", str(pods), "--nodes", str(nodes), "--out", str(tmp_path), "--quiet"])
+    assert rc == 2
+    assert "the pod list requests no GPU" in capsys.readouterr().err
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_run(files, tmp_path, capsys, monkeypatch):
+    import simulations.fillup as fillup
+
+    nodes, pods = files
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    monkeypatch.setattr(fillup, "run_fillup", lambda *a, **k: pytest.fail("ran before checking --out"))
+    rc = main(["simulate", "openb", "--pods", str(pods), "--nodes", str(nodes), "--out", str(out), "--quiet"])
+    assert rc == 2
+    assert "--out: cannot write the report there" in capsys.readouterr().err
+
+
+def test_a_point_some_seeds_never_reach_is_marked_in_the_table(files, tmp_path, capsys):
+    nodes, pods = files
+    pods.write_text("name,cpu_milli,memory_mib,num_gpu,gpu_milli\n"  # 24 GPUs; 3- and 4-GPU pods skip some points
+                    + "".join(f"w{i},4000,8192,{3 + i % 2},1000\n" for i in range(5)))
+    rc = main(["simulate", "openb", "--pods", str(pods), "--nodes", str(nodes), "--policy", "FGD", "--seeds", "1-6",
+               "--out", str(tmp_path), "--quiet", "--no-plots"])
+    assert rc == 0
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    runs = doc["policies"]["FGD"]["unallocated_gpu_pct_runs"]
+    assert 0 < runs["100"] < 6
+    out = capsys.readouterr().out
+    assert re.search(r"FGD +[0-9.]+ \+- *[0-9.]+\*", out) and "* over the seeds whose runs" in out

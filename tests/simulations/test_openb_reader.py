@@ -45,8 +45,12 @@ def test_duplicate_models_in_a_spec_are_kept_once():
     (",1,1,0,0,,LS,Running,0,1,0", "name: empty pod name"),
     ("p,1,1,0,0,,LS,Running,x,1,0", "creation_time: 'x' is not an integer"),
     (" , ", "empty row"),
+    ("p,1_000,16384,1,1000,,LS,Running,0,1,0", "cpu_milli: '1_000' is not an integer"),
+    ("p,+5,16384,1,1000,,LS,Running,0,1,0", "cpu_milli: '+5' is not an integer"),
+    ("p,99999999999999999999,1,1,1000,,LS,Running,0,1,0", "cpu_milli: 99999999999999999999 is too large"),
+    ("p,1,1,99999999999999999999,1000,,LS,Running,0,1,0", "num_gpu: 99999999999999999999 is too large"),
 ], ids=["short-row", "not-int", "negative", "milli-without-gpu", "gpu-without-milli", "milli-over", "shared-multi",
-        "spec-without-gpu", "no-name", "bad-time", "blank-cells"])
+        "spec-without-gpu", "no-name", "bad-time", "blank-cells", "underscore", "plus-sign", "huge", "huge-gpus"])
 def test_bad_row_names_file_and_line(row, problem):
     text = LONG + "ok,1,1,0,0,,LS,Running,0,1,0\n" + row + "\n"
     with pytest.raises(TraceRowError) as e:
@@ -75,6 +79,18 @@ def test_node_list_rows_and_errors():
     assert [(n.name, n.gpus, n.model) for n in nodes] == [("n0", 8, "G2"), ("n1", 0, "")]
     with pytest.raises(TraceRowError, match=r"nodes.csv:2: model: empty, but the node has 2 GPUs"):
         read_node_list(NODES + "n0,1,1,2,\n", "nodes.csv")
+
+
+@pytest.mark.parametrize(("row", "problem"), [
+    ("n 1,96000,393216,8,G2", "sn: 'n 1' is not a valid Kubernetes node name"),
+    ("Node1,96000,393216,8,G2", "sn: 'Node1' is not a valid Kubernetes node name"),
+    ("n1,96000,393216,65,G2", "gpu: 65 GPUs on one node; at most 64"),
+    ("n1,99999999999999999999,393216,8,G2", "cpu_milli: 99999999999999999999 is too large"),
+])
+def test_node_rows_the_cluster_model_would_refuse_name_file_and_line(row, problem):
+    with pytest.raises(TraceRowError) as e:
+        read_node_list(NODES + "n0,96000,393216,8,G2\n" + row + "\n", "nodes.csv")
+    assert str(e.value).startswith("nodes.csv:3: ") and problem in str(e.value)
 
 
 def test_files_bundled_and_missing(tmp_path):
