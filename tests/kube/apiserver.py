@@ -315,7 +315,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
             self.send_header("Cache-Control", "no-cache, private")
             self.end_headers()
-            self._watch_loop(watcher, timeout if timeout is not None else store.watch_timeout_s)
+            # timeoutSeconds=0 means no timeout given, as for the real server (its default then applies)
+            self._watch_loop(watcher, timeout if timeout else store.watch_timeout_s)
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
         finally:

@@ -33,6 +33,9 @@ def _get(obj: Obj, dotted: str) -> Any:
     return node
 
 
+BOOL_FIELDS = frozenset({"spec.unschedulable", "spec.hostNetwork"})  # Go bools: unset reads "false"
+
+
 def _as_field(value: Any) -> str:
     """Field selector string form of a value (Go's fmt of bools, empty for missing)."""
     if value is None:
@@ -96,7 +99,8 @@ class ResourceType:
         if self.namespaced:
             values["metadata.namespace"] = _as_field(_get(obj, "metadata.namespace"))
         for name in self.selectable_fields:
-            values[name] = _as_field(_get(obj, self.field_aliases.get(name, name)))
+            value = _get(obj, self.field_aliases.get(name, name))
+            values[name] = _as_field(False if value is None and name in BOOL_FIELDS else value)
         return values
 
     def supports_field(self, name: str) -> bool:
@@ -525,6 +529,7 @@ def builtin_types() -> list[ResourceType]:
                                     "reportingController": "reportingComponent"},
                      validate=_validate_events_v1, to_storage=_events_v1_to_core, from_storage=_core_to_events_v1),
         ResourceType("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True, struct_fields=("spec",),
+                     unconditional_update=False, create_on_update=True,  # the lease strategy
                      validate=_validate_lease),
         ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", namespaced=True,
                      has_status=True, tracks_generation=True, struct_fields=("spec", "status"),

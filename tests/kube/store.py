@@ -622,6 +622,10 @@ class ApiStore:
             if meta.get("uid") and meta["uid"] != pod_meta.get("uid"):
                 raise conflict("pods", "", name, f"Precondition failed: UID in precondition: {meta['uid']}, "
                                                  f"UID in object meta: {pod_meta.get('uid')}")
+            if meta.get("resourceVersion") and meta["resourceVersion"] != pod_meta.get("resourceVersion"):
+                raise conflict("pods", "", name, f"Precondition failed: ResourceVersion in precondition: "
+                                                 f"{meta['resourceVersion']}, ResourceVersion in object meta: "
+                                                 f"{pod_meta.get('resourceVersion')}")
             if pod_meta.get("deletionTimestamp"):
                 raise conflict("pods/binding", "", name, f"pod {name} is being deleted, cannot be assigned to a host")
             if spec.get("nodeName"):

@@ -186,6 +186,20 @@ def test_label_selector_and_namespace_scope(pods: ApiStore, core: client.CoreV1A
     assert listed.metadata.resource_version == str(pods.resource_version)
 
 
+def test_bool_field_selectors_read_an_unset_field_as_false(apiserver: ApiServer, core: client.CoreV1Api) -> None:
+    """``spec.unschedulable`` and ``spec.hostNetwork`` are Go bools: unset is "false", not empty."""
+    store = apiserver.store
+    store.create("nodes", make_node("plain"))
+    cordoned = make_node("cordoned")
+    cordoned["spec"] = {"unschedulable": True}
+    store.create("nodes", cordoned)
+    store.create("pods", make_pod("p"))
+    assert [n.metadata.name for n in core.list_node(field_selector="spec.unschedulable=false").items] == ["plain"]
+    assert [n.metadata.name for n in core.list_node(field_selector="spec.unschedulable!=false").items] == ["cordoned"]
+    assert [p.metadata.name for p in core.list_pod_for_all_namespaces(field_selector="spec.hostNetwork=false").items] \
+        == ["p"]
+
+
 def test_unsupported_field_selector_is_400(pods: ApiStore, core: client.CoreV1Api) -> None:
     """A field the type does not index is refused like the apiserver does."""
     with pytest.raises(client.ApiException) as info:
@@ -372,6 +386,19 @@ def test_clean_watch_end_stops_a_timeout_watch(apiserver: ApiServer, core: clien
     assert out.get(timeout=1) == []
 
 
+def test_a_watch_with_timeout_seconds_zero_stays_open(apiserver: ApiServer, core: client.CoreV1Api) -> None:
+    """timeoutSeconds=0 means no timeout (the server's default applies), not "end at once"."""
+    store = apiserver.store
+    thread, out = in_thread(lambda: list(watch.Watch().stream(core.list_node, timeout_seconds=0,
+                                                              _request_timeout=5)))
+    assert store.wait_for_watches(1)
+    thread.join(0.5)
+    assert thread.is_alive() and store.open_watches() == 1
+    store.drop_watches(clean=True)
+    thread.join(5)
+    assert out.get(timeout=1) == []
+
+
 def test_concurrent_writers_each_watch_sees_every_write_in_order(apiserver: ApiServer,
                                                                  core: client.CoreV1Api) -> None:
     """Four writer threads, two watchers: each watcher gets every ADDED once, in resourceVersion order."""
@@ -447,8 +474,9 @@ def test_legacy_bindings_collection(apiserver: ApiServer, core: client.CoreV1Api
         ("missing", 404, 'pods "w-0" not found'),
         ("uid", 409, "Precondition failed: UID in precondition: 00000000-dead-beef"),
         ("gated", 409, "pod w-0 has non-empty .spec.schedulingGates"),
+        ("stale", 409, "Precondition failed: ResourceVersion in precondition: 1, ResourceVersion in object meta:"),
     ],
-    ids=["rebind", "missing", "uid-mismatch", "gated"],
+    ids=["rebind", "missing", "uid-mismatch", "gated", "stale-resource-version"],
 )
 def test_binding_refusals(apiserver: ApiServer, core: client.CoreV1Api, setup: str, code: int, message: str) -> None:
     """Rebinding, a vanished pod, a re-created pod (uid) and a gated pod are refused; the pod is unchanged."""
@@ -457,9 +485,13 @@ def test_binding_refusals(apiserver: ApiServer, core: client.CoreV1Api, setup: s
         store.create("pods", make_pod("w-0", node="n0" if setup == "bound" else None,
                                       gates=["kueue.x-k8s.io/topology"] if setup == "gated" else None))
     uid = "00000000-dead-beef" if setup == "uid" else None
+    body = binding("w-0", "gpu-a1", uid)
+    if setup == "stale":
+        store.mutate("pods", "w-0", NS, lambda p: p["metadata"].setdefault("labels", {}).update(changed="yes"))
+        body.metadata.resource_version = "1"
     before = store.resource_version
     with pytest.raises(client.ApiException) as info:
-        core.create_namespaced_pod_binding("w-0", NS, binding("w-0", "gpu-a1", uid), _preload_content=False)
+        core.create_namespaced_pod_binding("w-0", NS, body, _preload_content=False)
     assert info.value.status == code
     assert message in status_of(info.value)["message"]
     assert store.resource_version == before
@@ -554,6 +586,23 @@ def test_lease_compare_and_swap(apiserver: ApiServer, core: client.CoreV1Api) ->
     assert current.metadata.resource_version == renewed.metadata.resource_version
     assert current.spec.renew_time == now + dt.timedelta(seconds=2)
     assert [item.metadata.name for item in leases.list_namespaced_lease("kube-system").items] == ["toposched"]
+
+
+def test_lease_update_needs_a_resource_version_and_may_create(apiserver: ApiServer, core: client.CoreV1Api) -> None:
+    """The lease strategy: no unconditional update (422), but create-on-update (201)."""
+    leases = client.CoordinationV1Api(core.api_client)
+    spec = client.V1LeaseSpec(holder_identity="a", lease_duration_seconds=15)
+    fresh = leases.replace_namespaced_lease(
+        "fresh", "kube-system", client.V1Lease(metadata=client.V1ObjectMeta(name="fresh"), spec=spec))
+    assert fresh.spec.holder_identity == "a" and fresh.metadata.resource_version
+    rival = client.V1Lease(metadata=client.V1ObjectMeta(name="fresh"),
+                           spec=client.V1LeaseSpec(holder_identity="b", lease_duration_seconds=15))
+    with pytest.raises(client.ApiException) as blind:
+        leases.replace_namespaced_lease("fresh", "kube-system", rival)
+    assert blind.value.status == 422
+    assert "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update" in \
+        status_of(blind.value)["message"]
+    assert leases.read_namespaced_lease("fresh", "kube-system").spec.holder_identity == "a"
 
 
 def test_timestamps_parse_like_go(apiserver: ApiServer, core: client.CoreV1Api) -> None:
