@@ -256,8 +256,9 @@ class ExtenderHandlers:
 
     # --- snapshot ---------------------------------------------------------------------
 
-    def _snapshot(self, skip_uid: str | None = None) -> Snapshot | None:
-        """The cache's free capacity minus reserved gang slots and holds (not ``skip_uid``'s own);
+    def _snapshot(self, skip_uid: str | None = None, priority: int | None = None) -> Snapshot | None:
+        """The cache's free capacity minus reserved gang slots and holds (not ``skip_uid``'s own)
+        and, for a pod of ``priority``, the room of nominated pods of that priority or higher;
         None while the cache knows no node."""
         snap = self.state.snapshot()
         if snap is None:
@@ -271,7 +272,34 @@ class ExtenderHandlers:
             node = index.get(h.node)
             if uid != skip_uid and node is not None:
                 snap.apply(node, h.gpus, h.gpu_milli, h.cpu_milli, h.memory_mib, extended=h.extended)
+        if priority is not None:
+            self._keep_nominated(snap, skip_uid, priority)
         return snap
+
+    def _keep_nominated(self, snap: Snapshot, skip_uid: str | None, priority: int) -> None:
+        """Take the GPUs a nominated pod (``status.nominatedNodeName``, set by kube-scheduler after
+        preemption) of ``priority`` or higher would get on its node out of ``snap``, as
+        kube-scheduler keeps a nominated pod's room for the resources it counts itself."""
+        for pod in self.state.nominated_pods():
+            try:
+                work = self._work(pod)
+            except workloads.WorkloadError:
+                continue
+            if work is None or work.uid == skip_uid or work.request.priority < priority or work.group is not None:
+                continue
+            node = snap.arrays.node_index.get(str(pod["status"]["nominatedNodeName"]))
+            if node is None or work.uid in self._holds:  # a held pod's set is already out
+                continue
+            wanted = np.zeros(snap.n_nodes, dtype=bool)
+            wanted[node] = True
+            ok, _, scored = self._evaluate(snap, work.shape, wanted, with_reasons=False)
+            if scored is None or not ok[node]:
+                continue  # its room is not free yet (victims still terminating)
+            cand, total = scored
+            m = int(np.argmax(total))
+            shape = work.shape
+            snap.apply(node, tuple(int(g) for g in cand.gpus[m]), shape.gpu_milli, shape.cpu_milli,
+                       shape.memory_mib, extended=shape.extended)
 
     def _empty_snapshot(self, snap: Snapshot) -> Snapshot:
         """All capacity free, same nodes and failures (cached per topology)."""
@@ -351,7 +379,7 @@ class ExtenderHandlers:
             if work.group is not None:
                 return self._filter_gang(args, names, work)
             self._pending[work.uid] = work
-            snap = self._snapshot(skip_uid=work.uid)
+            snap = self._snapshot(skip_uid=work.uid, priority=work.request.priority)
             if snap is None:
                 return _filter_result(args, set(), {n: f"toposched: {UNKNOWN_NODE}" for n in names}, {})
             index = snap.arrays.node_index
@@ -500,7 +528,7 @@ class ExtenderHandlers:
                 best = slot.node if slot is not None else None
                 return [_priority_of(n, score=10 if n == best else 0) for n in names]
             self._pending[work.uid] = work
-            snap = self._snapshot(skip_uid=work.uid)
+            snap = self._snapshot(skip_uid=work.uid, priority=work.request.priority)
             if snap is None:
                 return [_priority_of(n, score=0) for n in names]
             index = snap.arrays.node_index
@@ -586,7 +614,7 @@ class ExtenderHandlers:
         group = work.group.key if work.group is not None else None
         res = self.reservations.get(group) if group is not None else None
         slot = None if res is None else next((s for s in res.slots if s.pod_key == work.key), None)
-        snap = self._snapshot(skip_uid=work.uid)
+        snap = self._snapshot(skip_uid=work.uid, priority=work.request.priority)
         node = None if snap is None else snap.arrays.node_index.get(node_name)
         if snap is None or node is None:
             raise _NoFit(f"node {node_name} is not in toposched's cache")
@@ -626,7 +654,7 @@ class ExtenderHandlers:
             return wire.ExtenderPreemptionResult(node_name_to_meta_victims={})
         with self._lock:
             self._housekeeping()
-            snap = self._snapshot(skip_uid=work.uid)
+            snap = self._snapshot(skip_uid=work.uid, priority=work.request.priority)
             if snap is None:
                 return wire.ExtenderPreemptionResult(node_name_to_meta_victims=given)
             return wire.ExtenderPreemptionResult(node_name_to_meta_victims=self._victims(work, snap, given))

@@ -42,6 +42,9 @@ class ClusterState(Protocol):
 
     def pending_pod(self, key: str) -> dict[str, Any] | None: ...
 
+    def nominated_pods(self) -> list[dict[str, Any]]:
+        """Pending pods with ``status.nominatedNodeName`` (preemptors waiting for their room)."""
+
     def pending_group_pods(self, gang: str) -> list[dict[str, Any]]: ...
 
     def group_object(self, ref: workloads.ObjectRef | None) -> dict[str, Any] | None: ...
@@ -187,6 +190,11 @@ class CacheState:
     def pending_pod(self, key: str) -> dict[str, Any] | None:
         with self._lock:
             return self.cache.pending.get(key)
+
+    def nominated_pods(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [p for p in self.cache.pending.values()
+                    if isinstance(p.get("status"), Mapping) and p["status"].get("nominatedNodeName")]
 
     def pending_group_pods(self, gang: str) -> list[dict[str, Any]]:
         with self._lock:

@@ -424,6 +424,31 @@ def test_before_the_first_pod_list_no_gpu_pod_is_placed_bound_or_preempted_for()
     assert run_filter(h, pod).node_names == ["n1", "n3"]
 
 
+def test_a_nominated_preemptors_room_is_kept_from_lower_priority_pods():
+    victim = gpu_pod("victim", 8, node="n1", on_gpus=tuple(range(8)))
+    h = make_handlers([k8s_node("n1", rack="r1"), k8s_node("n2", 4, rack="r1")], [victim])
+    preemptor = gpu_pod("important", 8, priority=1000)
+    assert run_filter(h, preemptor, ["n1"]).node_names == []
+    h.state.apply("pods", "DELETED", victim)  # kube-scheduler evicted it and nominated the preemptor on n1
+    nominated = {**preemptor, "status": {**preemptor["status"], "nominatedNodeName": "n1"}}
+    h.state.apply("pods", "MODIFIED", nominated)
+    lower = gpu_pod("lowly", 8, priority=-100)
+    assert run_filter(h, lower, ["n1"]).node_names == []
+    assert "no longer fits on n1" in run_bind(h, lower, "n1").error
+    assert run_filter(h, gpu_pod("small", 2, priority=0), ["n1", "n2"]).node_names == ["n2"]
+    assert run_filter(h, nominated, ["n1"]).node_names == ["n1"]
+    assert run_bind(h, nominated, "n1").error == ""
+
+
+def test_a_nominated_pods_room_is_not_kept_from_a_pod_of_higher_priority():
+    h = make_handlers([k8s_node("n1", rack="r1")])
+    nominated = gpu_pod("nominated", 8, priority=1000)
+    nominated["status"]["nominatedNodeName"] = "n1"
+    h.state.apply("pods", "ADDED", nominated)
+    assert run_filter(h, gpu_pod("same", 8, priority=1000), ["n1"]).node_names == []
+    assert run_filter(h, gpu_pod("higher", 8, priority=2000), ["n1"]).node_names == ["n1"]
+
+
 def test_without_a_binder_bind_says_so():
     h = make_handlers(cluster(), binder=None)
     pod = gpu_pod("p", 1)
