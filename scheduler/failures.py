@@ -243,13 +243,20 @@ class FailureHandler:
         self.clock = clock
         self.detector = FailureDetector(self.config, clock)
         self.repairing: dict[str, _Repair] = {}
-        self.deleting: set[str] = set()
+        self.deleting: dict[str, str] = {}  # pods we deleted, by key -> the uid deleted (a re-created pod is not)
         self.repaired = 0  # gangs repaired keeping survivors (tests and logs read it)
         self.restarted = 0  # gangs that could not be repaired
 
     @property
     def failed(self) -> dict[str, NodeFailed]:
         return self.detector.failed
+
+    def being_deleted(self, cache: Any, key: str) -> bool:
+        """We deleted pod ``key`` and it is still there: the same pod (uid), bound or being bound.
+        A pod re-created under the name is a new member, not one on its way out."""
+        uid = self.deleting.get(key)
+        now = _uid_of(cache, key)
+        return uid is not None and now is not None and (not uid or not now or uid == now)
 
     # ------------------------------------------------------------------ once per cycle
 
@@ -274,7 +281,7 @@ class FailureHandler:
                                          "nothing is moved back")
                 sched.queue.cluster_changed()
         self._mark(cache)
-        self.deleting &= set(cache.bound) | set(cache.pending)
+        self.deleting = {k: uid for k, uid in self.deleting.items() if self.being_deleted(cache, k)}
         if leading and self.failed:
             self._lost(sched)
 
@@ -293,7 +300,7 @@ class FailureHandler:
     def _lost(self, sched: Any) -> None:
         cache = sched.cache
         refs = [BoundRef(rec.key, rec.node, rec.gang, rec.owner) for rec in cache.bound.values()
-                if rec.node in self.failed and rec.key not in self.deleting]
+                if rec.node in self.failed and not self.being_deleted(cache, rec.key)]
         lost = lost_pods(self.failed, refs)
         for gang, keys in lost.by_gang.items():
             rep = self.repairing.setdefault(gang, _Repair(gang, set()))
@@ -313,7 +320,7 @@ class FailureHandler:
                 if rec.gang is not None:
                     note += f"; gang {rec.gang} is repaired next to its surviving members"
             sched.reporter.event(sched._ref(key), "Warning", "NodeFailed", "Deleting", note, dedup=False)
-            self.deleting.add(key)
+            self.deleting[key] = rec.uid
             if self.config.delete_lost_pods:
                 _delete(sched, key)
 
@@ -347,7 +354,8 @@ class FailureHandler:
             return []
         names = cache.arrays.node_names
         return sorted((a for a in cache.ledger.of_gang(gang)
-                       if names[a.node] not in self.failed and a.key not in self.deleting), key=lambda a: a.key)
+                       if names[a.node] not in self.failed and not self.being_deleted(cache, a.key)),
+                      key=lambda a: a.key)
 
     def _repair(self, sched: Any, unit: Any, rep: _Repair, stats: Any) -> None:
         built = sched._build(unit)
@@ -357,7 +365,7 @@ class FailureHandler:
         cache = sched.cache
         survivors = self._survivors(cache, rep.gang)
         full, kept, old = _full_request(req, survivors, rep.lost, cache.arrays)
-        snap = cache.snapshot()
+        snap = sched._snapshot({unit.key}, req.priority)  # nominated preemptors' rooms stay theirs
         pending = [m for m, _ in req.member_names()]
         if self.config.repair_gangs:
             plan = plan_repair(sched.engine, snap, full, kept, pending, Context(), lost=old)
@@ -385,7 +393,7 @@ class FailureHandler:
         log.warning("gang cannot be repaired: %s", why, extra={"gang": rep.gang})
         for a in survivors:
             sched.reporter.event(sched._ref(a.key), "Warning", "GangRestart", "Deleting", note, dedup=False)
-            self.deleting.add(a.key)
+            self.deleting[a.key] = _uid_of(cache, a.key) or ""
             _delete(sched, a.key)
         for key in members.values():
             sched.reporter.event(sched._ref(key), "Warning", "GangRestart", "Scheduling",
@@ -460,3 +468,13 @@ def _delete(sched: Any, key: str) -> None:
         sched._handle(("deleted", key, run()))
     else:
         sched._pool.submit(lambda: sched.inbox.put(("deleted", key, run())))
+
+
+def _uid_of(cache: Any, key: str) -> str | None:
+    """The uid of pod ``key`` as bound or being bound ("" when unknown); None when neither."""
+    rec = cache.bound.get(key)
+    if rec is not None:
+        return rec.uid or ""
+    if key in cache.assumed:
+        return cache.assumed_uid(key) or ""
+    return None

@@ -494,6 +494,9 @@ class Scheduler:
             return
         batch = {unit.key for unit, _, _ in plan}
         plan = self._take_nominated(plan, batch, stats)
+        # a nominated pod whose room is not free yet (a victim still terminating) keeps holding it,
+        # for the rest of the batch too (a gang decides its members with the engine, in its room)
+        batch -= {unit.key for unit, req, _ in plan if unit.key in self._nominations and isinstance(req, PodRequest)}
         for group in self._by_holds(plan, batch) if plan else ():
             self._decide_batch(group, batch, stats)
         # after the batch's placements are assumed, so no victim is evicted for a place a
@@ -687,7 +690,7 @@ class Scheduler:
             if nom is not None and not any(k in self.cache.bound for k in nom.victims):
                 # its victims are gone and it still does not fit: the room went to a unit of
                 # higher priority; plan again rather than wait out the nomination
-                del self._nominations[unit.key]
+                self._end_nomination(unit.key, "its victims are gone but it still does not fit")
                 nom = None
             if self.config.preemption and nom is None:
                 self._to_preempt.append((unit, req, members))  # once the whole batch is assumed
@@ -772,17 +775,28 @@ class Scheduler:
         return snap
 
     def _expire_nominations(self) -> None:
-        """Nominations older than ``preemption_timeout_s`` end: the unit may preempt again."""
+        """Nominations older than ``preemption_timeout_s``, or on a node that failed, end: the
+        unit may preempt again."""
         now = self.clock()
+        failed = self.failures.failed
         for unit_key, nom in list(self._nominations.items()):
-            if now - nom.since < self.config.preemption_timeout_s:
-                continue
-            del self._nominations[unit_key]
-            log.info("nomination expired", extra={"pod": unit_key})
-            for k in sorted(nom.pods):
-                if k in self.cache.pending:
-                    self.reporter.nominate(self._ref(k), None)
-            self.queue.activate(unit_key)
+            lost = next((p.node for p in nom.placements if p.node in failed), None)
+            if lost is not None:
+                self._end_nomination(unit_key, f"its nominated node {lost} failed")
+            elif now - nom.since >= self.config.preemption_timeout_s:
+                self._end_nomination(unit_key, "it expired")
+
+    def _end_nomination(self, unit_key: str, why: str) -> None:
+        """Forget the unit's nomination and clear ``status.nominatedNodeName`` on its pending pods
+        (a stale one misleads autoscalers, which count nominated pods as placed)."""
+        nom = self._nominations.pop(unit_key, None)
+        if nom is None:
+            return
+        log.info("nomination ended: %s", why, extra={"pod": unit_key})
+        for k in sorted(nom.pods):
+            if k in self.cache.pending:
+                self.reporter.nominate(self._ref(k), None)
+        self.queue.activate(unit_key)
 
     def _holders(self) -> list[Holder]:
         """Every allocation of the ledger with its pod's priority; only bound pods that are not
@@ -791,11 +805,11 @@ class Scheduler:
         if ledger is None:
             return []
         out = []
-        deleting = self._preempting | self.failures.deleting  # ours: preemption, gang restarts
         for a in ledger.allocations():
             rec = self.cache.bound.get(a.key)
             if ledger.state(a.key) == AllocState.BOUND and rec is not None:
-                out.append(Holder(a, rec.priority, not rec.terminating and a.key not in deleting, dict(rec.labels)))
+                ours = a.key in self._preempting or self.failures.being_deleted(self.cache, a.key)  # deleting it
+                out.append(Holder(a, rec.priority, not rec.terminating and not ours, dict(rec.labels)))
             else:
                 pod = self.cache.pending.get(a.key)
                 out.append(Holder(a, pod_priority(pod) if pod is not None else 0, False))
