@@ -8,6 +8,7 @@ import signal
 import threading
 from typing import Any
 
+from models.spec import validate_model
 from scheduler.extender.cli import add_extender_arguments, run_extender
 from scheduler.serve_config import ServeConfig, load_serve_config
 
@@ -56,7 +57,8 @@ def serve_config_from_args(args: argparse.Namespace) -> ServeConfig:
         updates["log_level"] = args.log_level
     if args.metrics_port is not None:
         updates["metrics_port"] = args.metrics_port
-    return config.model_copy(update=updates)
+    # validated as if written in the file (model_copy would take any value)
+    return validate_model(ServeConfig, {**config.model_dump(), **updates}, "command line")
 
 
 def serve_until_signalled(service: Any, logger: logging.Logger) -> int:

@@ -91,13 +91,15 @@ class LeaderElector:
 
     def try_acquire_or_renew(self) -> bool:
         """One read + (create | update). True when we hold the lease afterwards."""
-        now = self.clock()
         duration = max(1, math.ceil(self.lease_duration_s))
         try:
             current = self.store.get()
         except KubeApiError as exc:
             log.warning("lease read failed: %s", exc)
             return False
+        # a change is dated when we saw it, after the read returned (client-go's observedTime): a
+        # slow read must not shorten the time a standby waits before taking over
+        now = self.clock()
         stamp = self.wall()
         if current is None:
             fresh = LeaseRecord(self.identity, duration, stamp, stamp, 0)
@@ -121,16 +123,19 @@ class LeaderElector:
         except KubeApiError as exc:
             log.info("lease write failed: %s", exc)
             return False
-        self._observed, self._observed_at = stored, now
+        self._observed, self._observed_at = stored, max(now, self.clock())
         return True
 
     def step(self) -> bool:
         """Try once and update the leading state; returns ``is_leader``."""
         with self._lock:
+            started = self.clock()
             ok = self.try_acquire_or_renew()
             now = self.clock()
             if ok:
-                self._last_renew = now
+                # the renew deadline counts from before the request: the server may have dated
+                # the renewal any time after that, so this errs towards stepping down early
+                self._last_renew = started
                 if not self._leading:
                     self._leading = True
                     log.info("became leader", extra={"identity": self.identity})
@@ -148,15 +153,17 @@ class LeaderElector:
 
     # --- the loop ----------------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
-        """Campaign and renew until ``stop`` is set (then release the lease if held)."""
+    def run(self, stop: threading.Event, release: bool = True) -> None:
+        """Campaign and renew until ``stop`` is set, then release the lease if held (unless
+        ``release`` is False: the caller releases it once its writes are done)."""
         while not stop.is_set():
             self.step()
             wait = self.retry_period_s
             if not self._leading:
                 wait *= 1.0 + 0.2 * self._rng.random()  # jitter, as client-go's JitterFactor 1.2
             stop.wait(wait)
-        self.release()
+        if release:
+            self.release()
 
     def release(self) -> None:
         """Give the lease up (holder emptied, 1 s duration) so a standby takes over at once."""

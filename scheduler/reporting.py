@@ -71,11 +71,25 @@ class Reporter:
         message = _truncate(message)
         if self._last_condition.get(pod.key) == (reason, message):
             return False
-        self._last_condition[pod.key] = (reason, message)
+        written = (reason, message)
+        self._last_condition[pod.key] = written
         condition: dict[str, Any] = {"type": "PodScheduled", "status": "False", "reason": reason,
                                      "message": message, "lastTransitionTime": self.wall(), "lastProbeTime": None}
-        self._submit(f"condition {pod.key}", lambda: self.binder.set_condition(pod, condition))
+
+        def write() -> None:
+            try:
+                self.binder.set_condition(pod, condition)
+            except Exception:
+                self._unremember(pod.key, written)  # not written: the next attempt writes it again
+                raise
+
+        if not self._submit(f"condition {pod.key}", write):
+            self._unremember(pod.key, written)
         return True
+
+    def _unremember(self, key: str, condition: tuple[str, str]) -> None:
+        if self._last_condition.get(key) == condition:
+            self._last_condition.pop(key, None)
 
     def nominate(self, pod: ObjectRef, node: str | None) -> None:
         """``status.nominatedNodeName`` of a preemptor (None clears it)."""
@@ -104,14 +118,17 @@ class Reporter:
 
     # --- the writer ------------------------------------------------------------------------------
 
-    def _submit(self, what: str, fn: Callable[[], None]) -> None:
+    def _submit(self, what: str, fn: Callable[[], None]) -> bool:
+        """Run or queue ``fn``; False when the queue was full and it was dropped."""
         if self._thread is None:
             self._run(what, fn)
-            return
+            return True
         try:
             self._queue.put_nowait((what, fn))
         except queue.Full:
             self.dropped += 1
+            return False
+        return True
 
     def _drain(self) -> None:
         while True:

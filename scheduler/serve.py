@@ -89,7 +89,8 @@ class SchedulerService:
             r.start()
         self._spawn("toposched-loop", lambda: self.scheduler.run(self._stop))
         if self.elector is not None:
-            self._spawn("toposched-leader", lambda: self.elector.run(self._stop))  # type: ignore[union-attr]
+            # the lease is released in stop(), after the bindings in flight are done
+            self._spawn("toposched-leader", lambda: self.elector.run(self._stop, release=False))  # type: ignore[union-attr]
         else:
             self.metrics.leader.set(1)
         if self.http is not None:
@@ -111,7 +112,8 @@ class SchedulerService:
         return False
 
     def stop(self) -> None:
-        """Stop binding, release the lease, close watches and the HTTP server."""
+        """Stop deciding, let the bindings in flight finish, then release the lease (a standby
+        that took over earlier could double-book their GPUs); close watches and the HTTP server."""
         self._stop.set()
         self.api.stop_limiting()  # requests queued on the rate limit finish now
         for t in self._threads:
@@ -119,6 +121,8 @@ class SchedulerService:
         for r in self.reflectors:
             r.stop()
         self.scheduler.close()
+        if self.elector is not None:
+            self.elector.release()
         if self.http is not None:
             self.http.stop()
         self.api.close()

@@ -18,10 +18,11 @@ Every field is documented in docs/deploy.md.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.spec import LevelSpec, parse_document, read_text, validate_model
 from scheduler.engine import PlacementConfig
@@ -43,6 +44,18 @@ class LeaderElectionConfig(_Strict):
     lease_duration_s: Annotated[float, Field(gt=0)] = 15.0
     renew_deadline_s: Annotated[float, Field(gt=0)] = 10.0
     retry_period_s: Annotated[float, Field(gt=0)] = 2.0
+
+    @field_validator("lease_name", "lease_namespace")
+    @classmethod
+    def _names(cls, value: str, info: Any) -> str:
+        # the API server refuses a Lease of any other name, and the service would never lead
+        label = info.field_name == "lease_namespace"
+        pattern = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?" if label else r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+        if not re.fullmatch(pattern, value) or len(value) > (63 if label else 253):
+            what = "a namespace name (lower-case letters, digits and '-')" if label else \
+                "a Lease name (lower-case letters, digits, '-' and '.')"
+            raise ValueError(f"{value!r} is not {what}")
+        return value
 
     @model_validator(mode="after")
     def _timings(self) -> LeaderElectionConfig:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from models.errors import SpecError
 
 Check = Callable[[], tuple[bool, str]]
 
@@ -47,6 +50,8 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], metrics: Callable[[], tuple[bytes, str]],
                  healthy: Check, ready: Check) -> None:
+        if ":" in address[0]:  # an IPv6 address ("::" listens on both families where the OS allows)
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self.metrics = metrics
         self.healthy = healthy
@@ -58,7 +63,12 @@ class StatusServer:
 
     def __init__(self, address: str, port: int, metrics: Callable[[], tuple[bytes, str]],
                  healthy: Check, ready: Check) -> None:
-        self._httpd = _Server((address, port), metrics, healthy, ready)
+        try:
+            self._httpd = _Server((address, port), metrics, healthy, ready)
+        except OSError as exc:  # in use, not an address of this host, ...
+            raise SpecError(f"cannot listen on {address}:{port}: {exc.strerror or exc}", source="serve config",
+                            path="metrics_address / metrics_port",
+                            fix="pick a free port and an address of this host (0.0.0.0 or :: for all)") from None
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="toposched-http", daemon=True)
 

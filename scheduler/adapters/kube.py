@@ -82,6 +82,8 @@ def _api_error(exc: BaseException, operation: str) -> KubeApiError:
         except (ValueError, AttributeError):
             message = (exc.body or "")[:200] if isinstance(exc.body, str) else ""
         return KubeApiError(int(exc.status or 0), reason, message, operation=operation, retry_after_s=retry_after)
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        exc = exc.reason  # what failed on the last try
     if isinstance(exc, urllib3.exceptions.TimeoutError | socket.timeout | TimeoutError):
         return KubeApiError(0, "Timeout", str(exc), operation=operation)
     return KubeApiError(0, "Unreachable", f"{type(exc).__name__}: {exc}", operation=operation)
@@ -142,6 +144,11 @@ class KubeApi:
 
     def __init__(self, configuration: Any, request_timeout_s: float = 30.0, *, limiter: TokenBucket | None = None,
                  on_throttle: Callable[[float], None] | None = None, client: Any = None) -> None:
+        if client is None and configuration is not None and configuration.retries is None:
+            # urllib3 would repeat a timed-out read three times at once, so a call could last 4x
+            # its timeout (a lease read past the renew deadline); reconnects stay, reads are ours
+            # to retry, with backoff
+            configuration.retries = urllib3.Retry(total=3, connect=3, read=0, status=0, redirect=0)
         self.client = client if client is not None else k8s_client.ApiClient(configuration)
         self.request_timeout_s = request_timeout_s
         self.limiter = limiter

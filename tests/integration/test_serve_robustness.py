@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 
 from tests.integration import objects as o
@@ -141,3 +142,52 @@ def test_health_readiness_and_metrics_endpoints(apiserver, schedulers):
                  "toposched_leader 1.0", "toposched_gang_placement_duration_seconds",
                  'toposched_solver_results_total{status="GREEDY"} 1.0', "toposched_gpu_fragmentation_ratio"):
         assert name in text, name
+
+
+def test_stopping_the_leader_lets_its_bindings_land_before_the_lease_is_released(apiserver, schedulers):
+    """A rolling update: the old leader's binding is still in flight when it stops; the standby
+    must not take over (and place on the same GPUs) before that binding has landed."""
+    apiserver.store.create("nodes", o.node("n0", 8, rack="r0"))
+    a = start(schedulers, preemption=False)  # z must wait, not evict x
+    b = schedulers.start("b", config=fast_config(preemption=False))
+    apiserver.store.delay_next("POST", r"/pods/x/binding$", 1.0)
+    apiserver.store.create("pods", o.pod("x", 8))
+    wait_for(lambda: a.scheduler._inflight, what="x's binding in flight")
+    apiserver.store.create("pods", o.pod("z", 8, priority=1000))
+    schedulers.stop(a)
+    wait_for(lambda: b.is_leader, what="b leads")
+    time.sleep(0.5)
+    assert bound_pods(apiserver) == {"x": "n0"}  # never a second 8-GPU pod on n0
+
+
+def test_a_failed_unschedulable_condition_write_is_written_on_a_later_attempt(apiserver, schedulers):
+    apiserver.store.create("nodes", o.node("n0", 8, rack="r0"))
+    apiserver.store.fail_next("PATCH", r"/pods/big/status$", 500)
+    start(schedulers)
+    apiserver.store.create("pods", o.pod("big", 16))
+
+    def condition():
+        conds = (apiserver.store.get("pods", "big", "default").get("status") or {}).get("conditions") or []
+        return [c for c in conds if c.get("type") == "PodScheduled" and c.get("status") == "False"]
+
+    assert wait_for(condition, timeout_s=15, what="PodScheduled=False written after the failed write")
+
+
+def test_a_read_that_times_out_is_not_repeated_behind_the_callers_back(apiserver):
+    """urllib3 would re-send a timed-out GET three times, so a 1 s lease read could take 4 s."""
+    from scheduler.adapters import kube
+
+    api = kube.KubeApi(apiserver.kube_config())
+    store = kube.KubeLeaseStore(api, "default", "slow", timeout_s=0.3)
+    apiserver.store.delay_next("GET", r"/leases/slow$", 1.0, times=4)
+    started = time.monotonic()
+    try:
+        store.get()
+    except kube.KubeApiError as exc:
+        assert exc.reason == "Timeout"
+    else:
+        raise AssertionError("the read did not time out")
+    assert time.monotonic() - started < 0.9
+    time.sleep(1.2)  # the server logs a request once it has answered it
+    assert len(apiserver.store.find_requests("GET", r"/leases/slow$")) == 1
+    api.close()

@@ -125,3 +125,52 @@ def test_timing_rules(timings, problem):
         with pytest.raises(ValueError, match="must be"):
             LeaderElector(InMemoryLeaseStore(), "a", lease_duration_s=timings[0], renew_deadline_s=timings[1],
                           retry_period_s=timings[2])
+
+
+class SlowReadStore(InMemoryLeaseStore):
+    """Each read takes ``delay`` seconds of the test clock."""
+
+    def __init__(self, clock: ManualClock, delay: float) -> None:
+        super().__init__()
+        self.clock, self.delay = clock, delay
+
+    def get(self):
+        self.clock.now += self.delay
+        return super().get()
+
+
+def test_a_standby_dates_what_it_read_from_when_the_read_returned(clock):
+    store = SlowReadStore(clock, 0.0)
+    a, b = elector(store, clock, "a"), elector(store, clock, "b")
+    a.step()  # a renews at t=0
+    store.delay = 5.0
+    assert not b.step()  # b's read starts at t=0 and returns at t=5 with a's renewal
+    store.delay = 0.0
+    clock.now = 19.0  # 19 s after a's renewal, 14 s after b saw it
+    assert not b.step()
+    clock.now = 20.1
+    assert b.step()
+
+
+def test_the_renew_deadline_counts_from_before_the_renewal_request(clock):
+    store = SlowReadStore(clock, 0.0)
+    a = elector(store, clock, "a")
+    store.delay = 3.0
+    assert a.step()  # asked at t=0, answered at t=3
+    clock.now = 9.9
+    assert a.is_leader
+    clock.now = 10.1  # 10 s after the request: the server may have dated the renewal at t=0
+    assert not a.is_leader
+
+
+def test_run_can_leave_the_release_to_the_caller(store, clock):
+    import threading
+
+    a = elector(store, clock, "a")
+    stop = threading.Event()
+    stop.set()
+    a.step()
+    a.run(stop, release=False)
+    assert store.get().holder == "a"
+    a.release()
+    assert store.get().holder == ""

@@ -42,8 +42,10 @@ def test_example_config_in_deploy_is_valid(tmp_path):
     ("workload_mix: {publish_every: 0}\n", "workload_mix.publish_every"),
     ("workload_mix: {coverage: 1.5}\n", "workload_mix.coverage"),
     ("workload_mix: {half_lfe_pods: 10}\n", "workload_mix.half_lfe_pods"),
+    ("leader_election: {lease_name: Topo_Sched}\n", "leader_election.lease_name: 'Topo_Sched' is not a Lease name"),
+    ("leader_election: {lease_namespace: a.b}\n", "leader_election.lease_namespace: 'a.b' is not a namespace"),
 ], ids=["lease-timings", "backoff-order", "level-name", "workers", "extra-key", "literal", "qps", "burst",
-        "mix-publish", "mix-coverage", "mix-typo"])
+        "mix-publish", "mix-coverage", "mix-typo", "lease-name", "lease-namespace"])
 def test_bad_config_names_the_file_and_path(tmp_path, text, where):
     path = tmp_path / "serve.yaml"
     path.write_text(text)
@@ -62,3 +64,30 @@ def test_no_cluster_and_no_kubeconfig_is_a_clear_error(capsys, monkeypatch):
     assert cli.main(["serve", "--mode", "scheduler"]) == 2
     err = capsys.readouterr().err
     assert "in-cluster config" in err and "--kubeconfig" in err
+
+
+@pytest.mark.parametrize("port", ["70000", "-5"])
+def test_a_command_line_override_is_validated_like_the_file(capsys, port):
+    assert cli.main(["serve", "--metrics-port", port, "--kubeconfig", "unused"]) == 2
+    assert "command line: metrics_port" in capsys.readouterr().err
+
+
+def test_the_status_server_listens_on_ipv6_and_names_a_port_in_use():
+    import socket
+    import urllib.request
+
+    from scheduler.server import StatusServer
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this host")
+    ok = lambda: (True, "ok")  # noqa: E731
+    try:
+        server = StatusServer("::1", 0, lambda: (b"", "text/plain"), ok, ok).start()
+    except SpecError as exc:
+        pytest.skip(f"IPv6 loopback unavailable: {exc}")
+    try:
+        assert urllib.request.urlopen(f"http://[::1]:{server.port}/healthz", timeout=5).read() == b"ok\n"
+        with pytest.raises(SpecError, match="cannot listen on ::1:"):
+            StatusServer("::1", server.port, lambda: (b"", "text/plain"), ok, ok)
+    finally:
+        server.stop()
