@@ -12,6 +12,7 @@ the file, the path inside it, the value and what to do.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -190,6 +191,12 @@ class NodeTopologySpec(_Strict):
         if self.measured_p2p_gbps is not None:
             if len(self.measured_p2p_gbps) != n or any(len(r) != n for r in self.measured_p2p_gbps):
                 raise ValueError(f"measured_p2p_gbps: must be {n} x {n}")
+            # 0 = not measured (the link table's value stands); anything else a bandwidth
+            bad = next(((i, j, v) for i, r in enumerate(self.measured_p2p_gbps) for j, v in enumerate(r)
+                        if not (math.isfinite(v) and v >= 0)), None)
+            if bad is not None:
+                raise ValueError(f"measured_p2p_gbps[{bad[0]}][{bad[1]}]: {bad[2]} is not a bandwidth "
+                                 "(GB/s, or 0 where not measured)")
         return self
 
     def _check_pcie_tree(self) -> None:

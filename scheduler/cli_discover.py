@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -84,8 +85,10 @@ class _State:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.interval is not None and args.interval <= 0:
+    if args.interval is not None and not (math.isfinite(args.interval) and args.interval > 0):
         raise SpecError("must be a positive number of seconds", source="--interval", value=args.interval)
+    if not (math.isfinite(args.nic_gbps) and args.nic_gbps > 0):
+        raise SpecError("must be a positive bandwidth in Gbit/s", source="--nic-gbps", value=args.nic_gbps)
     if args.rounds is not None and (args.rounds < 1 or args.interval is None):
         raise SpecError("needs --interval and a count of at least 1", source="--rounds", value=args.rounds)
     if args.measure_budget <= 0:
@@ -99,6 +102,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise SpecError("--replay and --no-nvml exclude each other", source="--replay")
     if args.record and (args.replay or args.no_nvml):
         raise SpecError("records what NVML answers: it excludes --replay and --no-nvml", source="--record")
+    for flag, path in (("--smi-topo", args.smi_topo), ("--smi-query", args.smi_query), ("--replay", args.replay)):
+        if path and not Path(path).is_file():  # a saved output that cannot be read is an error, not "no GPU"
+            raise SpecError("no such file", source=flag, value=path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -199,14 +205,19 @@ def _with_measurement(found: Discovery, args: argparse.Namespace, state: _State)
     n = found.topology.gpus.count
     if n == 0:
         return found
+    if state.measured is not None and state.measured.n_gpus != n:
+        _log(f"the node has {n} GPUs now, {state.measured.n_gpus} when measured: measuring again")
+        state.measured, state.measure_failed = None, False
     if state.measured is None and not state.measure_failed:
         try:
             state.measured = measure_node(found, args.measure_budget)
-        except MeasureError as exc:
+        except Exception as exc:  # noqa: BLE001 - a CUDA error (ECC, lost device) must not end the agent's loop
             if args.interval is None:
-                raise
+                if isinstance(exc, MeasureError):
+                    raise
+                raise MeasureError(f"measurement failed: {type(exc).__name__}: {exc}") from exc
             state.measure_failed = True
-            _log(f"measurement skipped for this process: {exc}")
+            _log(f"measurement skipped for this process: {type(exc).__name__}: {exc}")
     report = state.measured
     if report is None or not report.has_p2p():
         return found
@@ -236,6 +247,16 @@ def _same_topology(old: str | None, new: str) -> bool:
     return a.topology == b.topology and a.source == b.source
 
 
+def _same_but_time(old: str | None, new: str) -> bool:
+    """Equal JSON documents but for ``generated_at``."""
+    try:
+        a, b = json.loads(old or ""), json.loads(new)
+    except ValueError:
+        return False
+    return isinstance(a, dict) and isinstance(b, dict) and \
+        {k: v for k, v in a.items() if k != "generated_at"} == {k: v for k, v in b.items() if k != "generated_at"}
+
+
 def _publish(found: Discovery, args: argparse.Namespace, state: _State) -> None:
     from scheduler.agent.publish import core_api, publish
 
@@ -248,7 +269,7 @@ def _publish(found: Discovery, args: argparse.Namespace, state: _State) -> None:
                .replace("+00:00", "Z"), **state.measured.to_json()}
         annotations[BANDWIDTH_ANNOTATION] = json.dumps(doc, separators=(",", ":"))
     result = publish(state.api, args.node_name, annotations, found.gfd_labels(),
-                     same={ANNOTATION_KEY: _same_topology})
+                     same={ANNOTATION_KEY: _same_topology, BANDWIDTH_ANNOTATION: _same_but_time})
     if not result.changed:
         _log(f"node {result.node}: already up to date")
         return

@@ -39,14 +39,24 @@ def encode_topology(spec: NodeTopologySpec, *, source: str, generated_at: dateti
         generated_at = datetime.now(UTC)
     if isinstance(generated_at, datetime):
         generated_at = generated_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    body = spec.model_dump(mode="json", exclude_none=True)
-    text = json.dumps({"version": VERSION, "source": source, "generated_at": generated_at, **body},
-                      separators=(",", ":"))
+    # only what was given: a default written out would read back as given (pcie[].numa: 0 would
+    # then contradict a numa list)
+    body = spec.model_dump(mode="json", exclude_none=True, exclude_unset=True)
+    try:
+        text = json.dumps({"version": VERSION, "source": source, "generated_at": generated_at, **body},
+                          separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise SpecError("a number is not finite (NaN or infinity); JSON cannot carry it",
+                        source=ANNOTATION_KEY) from None
     size = len(text.encode())
     if size > MAX_ANNOTATION_BYTES:
         raise SpecError(f"the annotation would be {size} bytes, over the {MAX_ANNOTATION_BYTES}-byte limit",
                         source=ANNOTATION_KEY, fix="drop measured_p2p_gbps or round its numbers")
     return text
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def decode_annotation(text: str, where: str) -> TopologyAnnotation:
@@ -56,8 +66,11 @@ def decode_annotation(text: str, where: str) -> TopologyAnnotation:
         raise SpecError(f"annotation is {size} bytes, over the {MAX_ANNOTATION_BYTES}-byte limit",
                         source=where, path=ANNOTATION_KEY)
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+        doc = json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:
+        if not isinstance(exc, json.JSONDecodeError):
+            raise SpecError(str(exc), source=where, path=ANNOTATION_KEY,
+                            fix="numbers must be finite (JSON has no NaN or Infinity)") from None
         raise SpecError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", source=where,
                         path=ANNOTATION_KEY, fix="rewrite the annotation with `encode_topology`") from None
     if not isinstance(doc, dict):

@@ -21,7 +21,7 @@ ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 GPU_COLUMN_RE = re.compile(r"GPU\d+$")
 NIC_COLUMN_RE = re.compile(r"NIC\d+$")
 NIC_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]*$")
-NV_RE = re.compile(r"NV(\d+)$")
+NV_RE = re.compile(r"NV([1-9][0-9]*)$")  # NV0 is no link: not a cell
 CPU_LIST_RE = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*$")
 NIC_LEGEND_RE = re.compile(r"^\s*(NIC\d+)\s*:\s*(\S+)\s*$")
 AFFINITY_COLUMNS = ("CPU Affinity", "NUMA Affinity", "GPU NUMA ID")
@@ -282,7 +282,7 @@ def parse_topo_matrix(text: str, source: str) -> TopoMatrix:
             v = t.get(col, "")
             if v in NOT_AVAILABLE:
                 out.append(None)
-            elif v.isdigit():
+            elif re.fullmatch(r"[0-9]+", v):  # not str.isdigit: it takes "²", which int() refuses
                 out.append(int(v))
             else:
                 raise fail(row_lines[i], f"{col} of {gpus[i]}: {v!r} is not a NUMA node number or N/A")

@@ -2,9 +2,10 @@
 
 The only module of the agent that imports ``kubernetes``. One read and one JSON merge
 patch per round: annotations are always written; a GPU Feature Discovery label is
-written only when the node lacks it, or when this agent wrote it before (the keys it
-owns are listed in the ``toposched.io/labels`` annotation), so labels set by GFD or by
-hand are never touched. API failures become ``KubeApiError`` naming the node.
+written only when the node lacks it, or when this agent wrote it before and nobody has
+changed it since (the ``toposched.io/labels`` annotation lists ``key=value`` as written),
+so labels set by GFD or by hand are never touched, even after the agent wrote them first.
+Each call is bounded by ``timeout_s``; API failures become ``KubeApiError`` naming the node.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def core_api(kubeconfig: str | None = None, configuration: Any = None) -> client
             where = kubeconfig or ("in-cluster service account" if os.environ.get("KUBERNETES_SERVICE_HOST")
                                    else "the default kubeconfig")
             raise ToposchedError(f"cannot configure the Kubernetes client from {where}: {exc}") from None
+    if configuration.retries is None:  # a timed-out read is the next round's to retry, not urllib3's (4x)
+        configuration.retries = urllib3.Retry(total=3, connect=3, read=0, status=0, redirect=0)
     return client.CoreV1Api(client.ApiClient(configuration))
 
 
@@ -68,33 +71,42 @@ def _equal(old: str | None, new: str) -> bool:
     return old == new
 
 
+def _owned(text: str) -> dict[str, str | None]:
+    """The labels this agent wrote, with the value written (None: not recorded, an older agent)."""
+    out: dict[str, str | None] = {}
+    for item in (t for t in text.split(",") if t):
+        key, sep, value = item.partition("=")
+        out[key] = value if sep else None
+    return out
+
+
 def publish(api: client.CoreV1Api, node: str, annotations: Mapping[str, str], labels: Mapping[str, str], *,
-            same: Mapping[str, Callable[[str | None, str], bool]] | None = None) -> PublishResult:
+            same: Mapping[str, Callable[[str | None, str], bool]] | None = None,
+            timeout_s: float = 30.0) -> PublishResult:
     """Patch ``node``: set ``annotations``; set each of ``labels`` that is missing or ours.
 
     ``same[key](old, new)`` says whether an annotation already on the node is as good as
     the new value (default: equal text); when every annotation and label is, nothing is patched.
     """
     try:
-        current = api.read_node(node)
+        current = api.read_node(node, _request_timeout=timeout_s)
     except ApiException as exc:
         raise _api_error(exc, node, "read") from None
     except urllib3.exceptions.HTTPError as exc:
         raise KubeApiError(0, "Unreachable", f"read node {node}: {exc}") from None
     have = dict(current.metadata.labels or {})
     have_annotations = dict(current.metadata.annotations or {})
-    owned_text = have_annotations.get(OWNED_LABELS_ANNOTATION, "")
-    owned = {k for k in owned_text.split(",") if k}
-    write = {k: v for k, v in labels.items() if k not in have or k in owned}
-    kept = {k: have[k] for k in labels if k in have and k not in owned}
-    now_owned = sorted((owned & set(have)) | set(write))
+    owned = _owned(have_annotations.get(OWNED_LABELS_ANNOTATION, ""))
+    # still ours: present and as we wrote it (GFD or a person may have set it since)
+    ours = {k for k, v in owned.items() if k in have and (v is None or have[k] == v)}
+    write = {k: v for k, v in labels.items() if k not in have or k in ours}
+    kept = {k: have[k] for k in labels if k in have and k not in ours}
     patch_labels: dict[str, str | None] = dict(write)
     # a label we wrote earlier that this round has no value for (GPUs gone) is removed
-    for k in owned - set(labels):
-        if k in have:
-            patch_labels[k] = None
-            now_owned.remove(k)
-    body_annotations = {**annotations, OWNED_LABELS_ANNOTATION: ",".join(now_owned) or None}
+    for k in ours - set(labels):
+        patch_labels[k] = None
+    owned_text = ",".join(f"{k}={v}" for k, v in sorted(write.items()))
+    body_annotations = {**annotations, OWNED_LABELS_ANNOTATION: owned_text or None}
     equal = same or {}
     unchanged = all(equal.get(k, _equal)(have_annotations.get(k), v) if v is not None else k not in have_annotations
                     for k, v in body_annotations.items()) and all(have.get(k) == v for k, v in patch_labels.items())
@@ -105,7 +117,7 @@ def publish(api: client.CoreV1Api, node: str, annotations: Mapping[str, str], la
     if patch_labels:
         body["metadata"]["labels"] = patch_labels
     try:
-        api.patch_node(node, body, _content_type=MERGE_PATCH)
+        api.patch_node(node, body, _content_type=MERGE_PATCH, _request_timeout=timeout_s)
     except ApiException as exc:
         raise _api_error(exc, node, "patch") from None
     except urllib3.exceptions.HTTPError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -12,10 +13,11 @@ from models.readers.annotation import ANNOTATION_KEY, decode_annotation
 from models.readers.k8s_node import node_from_k8s
 from models.topology import LinkClass, build_arrays
 from scheduler import cli_discover
+from scheduler.agent.discover import discover
 from scheduler.agent.measure import BandwidthReport
 from scheduler.agent.nvml_source import RecordedNvml
 from scheduler.cli import main
-from tests.agent.records import RECORDS, fake_sysfs, h200_query_xml, h200_record, h200_topo_text
+from tests.agent.records import RECORDS, fake_sysfs, h200_query_xml, h200_record, h200_topo_text, replay
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -50,10 +52,21 @@ def test_text_output_lists_gpus_pcie_and_notes(sysfs, capsys):
 
 
 def test_cpu_only_node_exits_0_with_an_empty_topology(sysfs, capsys):
-    status, out, _ = run_cli(capsys, "--no-nvml", "--smi-topo", str(sysfs / "absent"), "--sys-root", str(sysfs))
+    status, out, _ = run_cli(capsys, "--no-nvml", "--no-nvidia-smi", "--sys-root", str(sysfs))
     assert status == 0
     assert out.startswith("no GPUs (none): empty topology")
     assert "a CPU-only node" in out
+
+
+@pytest.mark.parametrize("args", [
+    ["--no-nvml", "--smi-topo", "absent.txt"],
+    ["--replay", "absent.json"],
+    ["--nic-gbps", "0"], ["--nic-gbps", "nan"], ["--nic-gbps", "inf"], ["--interval", "inf"], ["--interval", "nan"],
+], ids=["smi-topo-missing", "replay-missing", "nic-zero", "nic-nan", "nic-inf", "interval-inf", "interval-nan"])
+def test_files_that_are_not_there_and_numbers_out_of_range_are_refused(sysfs, capsys, args):
+    status, _, err = run_cli(capsys, *args, "--sys-root", str(sysfs))
+    assert status == 2
+    assert f"{args[-2]}:" in err and "internal error" not in err
 
 
 def test_gpus_without_a_driver_exit_3(tmp_path, capsys):
@@ -164,3 +177,44 @@ def test_measured_p2p_goes_into_the_published_topology_and_the_engine_uses_it(ap
     assert measured.link_class == LinkClass.NVLINK and measured.bandwidth_gbps == pytest.approx(1234.5)
     table = arrays.link_between(0, 0, 0, 1)  # one NVLink2 link, not measured: 200 Gbit/s from the table
     assert table.link_class == LinkClass.NVLINK and table.bandwidth_gbps == pytest.approx(200.0)
+
+
+def test_a_cuda_error_while_measuring_skips_the_measurement_and_the_loop_goes_on(monkeypatch, sysfs, capsys):
+    def broken(found, budget_s):
+        raise RuntimeError("CUDA error: uncorrectable ECC error encountered")
+
+    monkeypatch.setattr(cli_discover, "measure_node", broken)
+    status, out, err = run_cli(capsys, "--measure", "--replay", str(RECORDS / "dgx1-v100.json"), "--no-nvidia-smi",
+                               "--sys-root", str(sysfs), "--interval", "0.01", "--rounds", "2")
+    assert status == 0 and out
+    assert "measurement skipped for this process: RuntimeError: CUDA error" in err
+    status, _, err = run_cli(capsys, "--measure", "--replay", str(RECORDS / "dgx1-v100.json"), "--no-nvidia-smi",
+                             "--sys-root", str(sysfs))  # one round: an error, not a traceback
+    assert status == 2 and "measurement failed: RuntimeError: CUDA error" in err
+
+
+def test_a_measurement_is_taken_again_when_the_gpu_count_changes(monkeypatch, sysfs):
+    calls: list[int] = []
+
+    def measure(found, budget_s):
+        calls.append(found.topology.gpus.count)
+        return fake_report(found.topology.gpus.count, 1000.0)
+
+    monkeypatch.setattr(cli_discover, "measure_node", measure)
+    found = discover(replay("dgx1-v100"), None, sys_root=sysfs)  # 8 GPUs
+    state = cli_discover._State(measured=fake_report(7, 1000.0))  # measured when the node showed 7
+    out = cli_discover._with_measurement(found, argparse.Namespace(measure_budget=1.0, interval=1.0), state)
+    assert calls == [8] and len(out.topology.measured_p2p_gbps) == 8
+
+
+def test_the_bandwidth_annotation_alone_does_not_repatch_the_node(apiserver, monkeypatch, tmp_path, sysfs, capsys):
+    monkeypatch.setattr(cli_discover, "measure_node", lambda found, budget_s: fake_report(8, 1234.5))
+    apiserver.store.create("nodes", {"metadata": {"name": "dgx-2"},
+                                     "status": {"allocatable": {"nvidia.com/gpu": "8", "cpu": "80", "pods": "110"}}})
+    kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
+    status, _, err = run_cli(capsys, "--measure", "--publish", "--node-name", "dgx-2", "--kubeconfig", str(kubeconfig),
+                             "--replay", str(RECORDS / "dgx1-v100.json"), "--no-nvidia-smi", "--sys-root", str(sysfs),
+                             "--interval", "1.1", "--rounds", "2")  # generated_at moves on by a second
+    assert status == 0
+    assert len(apiserver.store.find_requests(method="PATCH")) == 1
+    assert "already up to date" in err

@@ -42,7 +42,7 @@ def test_publish_writes_annotation_and_only_missing_labels(apiserver, api, sysfs
     assert (labels[COUNT], labels[MEMORY]) == ("8", "81559")
     assert result.labels_written == {COUNT: "8", MEMORY: "81559"}
     assert result.labels_kept == {PRODUCT: "H100-by-GFD"}
-    assert node["metadata"]["annotations"][OWNED_LABELS_ANNOTATION] == f"{COUNT},{MEMORY}"
+    assert node["metadata"]["annotations"][OWNED_LABELS_ANNOTATION] == f"{COUNT}=8,{MEMORY}=81559"
     assert decode_annotation(node["metadata"]["annotations"][ANNOTATION_KEY], "gpu-1").topology == found.topology
 
 
@@ -57,6 +57,35 @@ def test_labels_this_agent_wrote_follow_the_node_and_others_never_do(apiserver, 
     node = apiserver.store.get("nodes", "gpu-2")
     assert node["metadata"]["labels"] == {MEMORY: "80000"}
     assert OWNED_LABELS_ANNOTATION not in node["metadata"].get("annotations", {})
+
+
+def test_a_label_someone_changed_after_the_agent_wrote_it_is_theirs(apiserver, api):
+    apiserver.store.create("nodes", make_node("gpu-5"))
+    publish(api, "gpu-5", {}, {PRODUCT: "NVIDIA-A100-SXM4-40GB", COUNT: "8"})  # the agent came first
+    apiserver.store.mutate("nodes", "gpu-5", None, lambda n: n["metadata"]["labels"].update(
+        {PRODUCT: "NVIDIA-A100-SXM4-40GB-MIG-1g.5gb", COUNT: "56"}))  # then GPU Feature Discovery
+    for _ in range(2):
+        result = publish(api, "gpu-5", {}, {PRODUCT: "NVIDIA-A100-SXM4-40GB", COUNT: "8"})
+    labels = apiserver.store.get("nodes", "gpu-5")["metadata"]["labels"]
+    assert (labels[PRODUCT], labels[COUNT]) == ("NVIDIA-A100-SXM4-40GB-MIG-1g.5gb", "56")
+    assert result.labels_written == {} and set(result.labels_kept) == {PRODUCT, COUNT}
+
+
+def test_a_node_that_does_not_answer_fails_the_round_within_the_timeout():
+    import socket
+    import time
+
+    from kubernetes import client
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections, never answers
+    cfg = client.Configuration(host=f"http://127.0.0.1:{silent.getsockname()[1]}")
+    started = time.monotonic()
+    with pytest.raises(KubeApiError, match="read node gpu-6"):
+        publish(core_api(configuration=cfg), "gpu-6", {}, {}, timeout_s=0.5)
+    assert time.monotonic() - started < 2.0
+    silent.close()
 
 
 def test_publishing_the_same_again_patches_nothing(apiserver, api):

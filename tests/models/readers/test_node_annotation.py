@@ -41,8 +41,13 @@ SWITCHED = NodeTopologySpec(
 WHEN = datetime(2026, 11, 27, 14, 17, 22, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("spec", [PAIRS, SWITCHED, NodeTopologySpec(gpus=GpuSpec(count=0))],
-                         ids=["nvlink-pairs", "nvswitch", "cpu-only"])
+# PCIe entries without their own numa, the node's numa list given
+NUMA_LIST = NodeTopologySpec(gpus=GpuSpec(count=2), pcie=(PcieSpec(gpu=0, switch="a"), PcieSpec(gpu=1, switch="b")),
+                             numa=(1, 1))
+
+
+@pytest.mark.parametrize("spec", [PAIRS, SWITCHED, NodeTopologySpec(gpus=GpuSpec(count=0)), NUMA_LIST],
+                         ids=["nvlink-pairs", "nvswitch", "cpu-only", "pcie-numa-from-the-list"])
 def test_round_trip_gives_the_same_topology(spec):
     text = encode_topology(spec, source="nvidia-smi", generated_at=WHEN)
     assert decode_topology(text, "node gpu-1") == spec
@@ -97,9 +102,12 @@ def _envelope(**body) -> str:
          "node gpu-7: toposched.io/topology.nvlinks[0].gpus: GPU 5 out of range (node has GPUs 0-1)"),
         (_envelope(colour="green"), "node gpu-7: toposched.io/topology.colour: unknown key 'colour'"),
         (_envelope(numa="zero"), "node gpu-7: toposched.io/topology.numa: Input should be a valid tuple (got 'zero')"),
+        (_envelope().replace('"count": 2', '"count": NaN'), "node gpu-7: toposched.io/topology: NaN is not a JSON number"),
+        (_envelope(measured_p2p_gbps=[[0, -400], [-400, 0]]),
+         "node gpu-7: toposched.io/topology.measured_p2p_gbps[0][1]: -400.0 is not a bandwidth"),
     ],
     ids=["bad-json", "not-object", "unknown-version", "no-version", "no-source", "gpu-out-of-range", "unknown-key",
-         "bad-type"],
+         "bad-type", "nan", "negative-bandwidth"],
 )
 def test_bad_annotation_names_node_and_annotation(text, message):
     with pytest.raises(SpecError) as exc:

@@ -308,11 +308,15 @@ def _replace(old: str, new: str) -> str:
         ("\tCPU Affinity\tGPU0\nGPU0\t0-3\t X \n", "ring.txt: line 1: header columns out of order"),
         ("\n== topo -m\n\tGPU0\n", "ring.txt: line 2: expected the `nvidia-smi topo -m` header"),
         (RING4.split("\nGPU2\t")[0] + "\n\nLegend:\n", "ring.txt: line 4: the matrix ends after 2 of 4 GPU rows"),
+        (_replace("32-63\t1\t\tN/A\nGPU3", "32-63\t\u00b2\t\tN/A\nGPU3"),
+         "ring.txt: line 4: NUMA Affinity of GPU2: '\u00b2' is not a NUMA node number or N/A"),
+        (_replace("GPU1\tNV4\t X \tSYS", "GPU1\tNV4\t X \tNV0"),
+         "ring.txt: line 3: column GPU2: 'NV0' is not a topology cell"),
     ],
     ids=["bad-cell", "asymmetric", "diagonal-not-x", "x-off-diagonal", "wrong-row", "short-row", "row-missing-a-cell",
          "bad-numa", "bad-cpu-list", "extra-values", "legend-unknown-nic", "prose-not-header", "columns-out-of-order",
          "report-not-section",
-         "missing-rows"],
+         "missing-rows", "superscript-digit", "nv0"],
 )
 def test_garbled_topo_text_names_source_line_and_problem(text, message):
     with pytest.raises(SpecError) as exc:
