@@ -50,6 +50,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_workload_parser(kinds)
 
 
+def prepare_out(text: str) -> Path:
+    """The ``--out`` folder, created now: a bad one is refused before any run, not after all of them."""
+    out = Path(text)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpecError(f"cannot write the report there: {exc.strerror or exc}", source="--out",
+                        value=str(out), fix="name a folder (it is created when missing)") from None
+    return out
+
+
 MAX_SEEDS = 10_000  # runs of several seconds each: far more than anyone waits for
 
 
@@ -133,12 +144,7 @@ def run(args: argparse.Namespace) -> int:
     if not any(p.gpu_milli_total for p in pods):
         raise SpecError("the pod list requests no GPU: a GPU fill-up has nothing to offer", source=args.pods,
                         fix="use a pod list with GPU pods" + (" or another --variant" if variant else ""))
-    out = Path(args.out)
-    try:  # before any run: a bad --out must not cost the runs
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SpecError(f"cannot write the report there: {exc.strerror or exc}", source="--out",
-                        value=str(out), fix="name a folder (it is created when missing)") from None
+    out = prepare_out(args.out)
 
     bar = None
     if not args.quiet:

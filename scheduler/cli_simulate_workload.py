@@ -12,9 +12,9 @@ table and writes ``summary.json``, ``jobs_<policy>.csv`` and PNG plots into ``--
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
-from pathlib import Path
 
 from models.errors import SpecError
 
@@ -59,8 +59,10 @@ def run_workload(args: argparse.Namespace) -> int:
         raise SpecError(f"hours {args.hours} out of range", source="--hours", fix="use a value in (0, 8760]")
     if not 0 <= args.warmup < args.hours:
         raise SpecError(f"warm-up {args.warmup} h must be below --hours {args.hours}", source="--warmup")
-    if args.gang_time_limit <= 0:
-        raise SpecError("must be positive", source="--gang-time-limit", value=args.gang_time_limit)
+    if not (math.isfinite(args.gang_time_limit) and args.gang_time_limit > 0):
+        raise SpecError("must be a positive number of seconds", source="--gang-time-limit", value=args.gang_time_limit)
+    if args.seed < 0:
+        raise SpecError("must be an integer >= 0", source="--seed", value=args.seed)
     policies = resolve_policies(args.policy)
     cluster = load_cluster(args.cluster)
     arrays = build_arrays(cluster)
@@ -71,6 +73,9 @@ def run_workload(args: argparse.Namespace) -> int:
     cfg = SimConfig(hours=args.hours, seed=args.seed, warmup_hours=args.warmup, gang_solver=args.gang_solver,
                     gang_time_limit_s=args.gang_time_limit, preemption=args.preemption)
     gen = generate(wl, arrays, cfg.hours, cfg.seed)
+    from scheduler.cli_simulate import prepare_out
+
+    out = prepare_out(args.out)
 
     bar = None
     if not args.quiet:
@@ -103,7 +108,6 @@ def run_workload(args: argparse.Namespace) -> int:
     }
     if args.preemption:
         meta["preemption"] = True
-    out = Path(args.out)
     doc = write_report(runs, out, meta, plots=not args.no_plots)
     print(f"{wl.name} on {args.cluster}: {gen.info.get('jobs', 0)} jobs, {gen.info.get('services', 0)} services, "
           f"{gen.info.get('node_failures', 0)} node failures over {args.hours:g} h (warm-up {args.warmup:g} h), "

@@ -185,11 +185,14 @@ def _largest_domain_gpus(arrays: TopologyArrays, tier: int) -> int:
     return cache[tier]
 
 
-def ideal_placement(arrays: TopologyArrays, pods: int, gpus_per_pod: int) -> dict[int, list[int]]:
+def ideal_placement(arrays: TopologyArrays, pods: int, gpus_per_pod: int,
+                    params: CommParams | None = None) -> dict[int, list[int]]:
     """The most compact placement of ``pods`` x ``gpus_per_pod`` on an empty cluster.
 
-    Pods fill whole nodes in ring order inside the first domain of the narrowest tier
-    that can hold them, the same GPU indices on every node (rail-aligned).
+    Pods fill whole nodes in ring order inside a domain of the narrowest tier that can hold
+    them, the same GPU indices on every node (rail-aligned). With ``params``, of those
+    domains the one where the all-reduce is fastest (clusters mix node types: the first
+    domain may be PCIe nodes while another is NVSwitch); without, the first.
     """
     total = pods * gpus_per_pod
     if total == 0:
@@ -197,13 +200,21 @@ def ideal_placement(arrays: TopologyArrays, pods: int, gpus_per_pod: int) -> dic
     names = tiers(arrays)
     span = names.index(ideal_span(arrays, total)) if total > 1 else 0
     if span >= len(names) - 1:
-        members = list(range(arrays.n_nodes))
-    else:
-        keys = [_tier_ids(arrays, n)[span] for n in range(arrays.n_nodes)]
-        groups: dict[int, list[int]] = {}
-        for n, k in enumerate(keys):
-            groups.setdefault(k, []).append(n)
-        members = next(g for g in groups.values() if int(arrays.gpu_count[g].sum()) >= total)
+        return _fill(arrays, list(range(arrays.n_nodes)), pods, gpus_per_pod)
+    keys = [_tier_ids(arrays, n)[span] for n in range(arrays.n_nodes)]
+    groups: dict[int, list[int]] = {}
+    for n, k in enumerate(keys):
+        groups.setdefault(k, []).append(n)
+    fits = [g for g in groups.values() if int(arrays.gpu_count[g].sum()) >= total]
+    if params is None:
+        return _fill(arrays, fits[0], pods, gpus_per_pod)
+    seen: dict[tuple, dict[int, list[int]]] = {}  # domains alike (same node types in order) cost the same
+    for g in fits:
+        seen.setdefault(tuple(int(arrays.node_type[n]) for n in g), _fill(arrays, g, pods, gpus_per_pod))
+    return min(seen.values(), key=lambda p: comm_cost(arrays, p, params).allreduce_s)
+
+
+def _fill(arrays: TopologyArrays, members: list[int], pods: int, gpus_per_pod: int) -> dict[int, list[int]]:
     order = [n for n, _ in ring_order(arrays, {n: [0] for n in members})]
     out: dict[int, list[int]] = {}
     left = pods
@@ -223,12 +234,13 @@ def ideal_allreduce_s(arrays: TopologyArrays, pods: int, gpus_per_pod: int, para
     cache = arrays._extra.setdefault("comm_ideal", {})
     key = (pods, gpus_per_pod, params)
     if key not in cache:
-        cache[key] = comm_cost(arrays, ideal_placement(arrays, pods, gpus_per_pod), params).allreduce_s
+        cache[key] = comm_cost(arrays, ideal_placement(arrays, pods, gpus_per_pod, params), params).allreduce_s
     return cache[key]
 
 
 def slowdown(actual_s: float, ideal_s: float, comm_share: float) -> float:
-    """Phase 5: how much longer a step takes than on the ideal placement (1 = no slower)."""
+    """Phase 5: how much longer a step takes than on the ideal placement (1 = no slower; never
+    below 1: a job makes no more than one unit of progress per unit of time)."""
     if ideal_s <= 0:
         return 1.0
-    return (1.0 - comm_share) + comm_share * actual_s / ideal_s
+    return max(1.0, (1.0 - comm_share) + comm_share * actual_s / ideal_s)

@@ -190,9 +190,9 @@ class TimeSim:
         self.alloc_gpus = 0
         self.timeline: list[tuple[float, int, int]] = [(0.0, 0, arrays.total_gpus)]
         self.segments: list[Segment] = []
-        self.lost_gpu_s: list[tuple[float, float]] = []
+        self.lost_gpu_s: list[tuple[float, float, float]] = []  # (t, GPU-s lost, since)
         self.placements: list[dict] = []
-        self.replica_repairs: list[float] = []
+        self.replica_repairs: list[tuple[float, float]] = []
         self.counters = {"cycles": 0, "decisions": 0, "repairs": 0, "repairs_replaced": 0, "repairs_failed": 0, "gang_restarts": 0,
                          "rendezvous_timeouts": 0, "node_failures": 0, "pods_lost": 0}
         self.recovery = wl.recovery
@@ -373,7 +373,8 @@ class TimeSim:
         kept = min(math.floor(elapsed / interval) * interval * js.rate, done)
         if elapsed > 0:
             self.segments.append(Segment(js.run_t0, t, js.job.gpus * js.rate))
-        self.lost_gpu_s.append((t, (done - kept) * js.job.gpus))
+        # the work lost was done between the last checkpoint and t
+        self.lost_gpu_s.append((t, (done - kept) * js.job.gpus, t - (done - kept) / js.rate if js.rate > 0 else t))
         js.work_left_s -= kept
         js.interruptions += 1
         js.token += 1
@@ -719,9 +720,11 @@ class TimeSim:
         self.replica_waits.append((self.loop.now, self.loop.now - r.created_s))
         r.placed = p
         if r.lost_at is not None:
-            self.replica_repairs.append(self.loop.now - r.lost_at)
+            self.replica_repairs.append((self.loop.now, self.loop.now - r.lost_at))  # (repaired at, took)
             r.lost_at = None
         r.created_s = self.loop.now
+        if p.node_index in self.dead:  # died, not yet detected: lost from the start, serves nothing
+            r.lost_at = self.loop.now
         return True
 
     def _shape_key(self, js: _Job) -> tuple:

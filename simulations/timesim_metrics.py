@@ -28,10 +28,10 @@ class RunResult:
     capacity_gpus: int
     timeline: list[tuple[float, int, int]]  # (t, allocated GPUs, healthy GPUs) after each change
     segments: list[Segment]
-    lost_gpu_s: list[tuple[float, float]]  # (t, ideal GPU-seconds of work lost)
+    lost_gpu_s: list[tuple[float, float, float]]  # (t, ideal GPU-seconds of work lost, done since)
     jobs: list[dict]
     placements: list[dict]  # per (re)start of a multi-GPU job: its comm cost
-    replica_repairs: list[float]
+    replica_repairs: list[tuple[float, float]]  # (repaired at, seconds it took)
     counters: dict[str, int]
     wall_s: float
     info: dict = field(default_factory=dict)
@@ -45,7 +45,7 @@ class RunResult:
         span = max(w1 - w0, 1e-9)
         alloc_gpu_s = _integrate(self.timeline, w0, w1, 1)
         useful = sum(max(0.0, min(s.t1, w1) - max(s.t0, w0)) * s.gpu_rate for s in self.segments)
-        useful -= sum(g for t, g in self.lost_gpu_s if w0 <= t <= w1)
+        useful -= sum(_in_window(loss, w0, w1) for loss in self.lost_gpu_s)
         cap = self.capacity_gpus * span
         measured = [j for j in self.jobs if j["arrival_s"] >= w0]
         started = [j for j in measured if j["startup_wait_s"] is not None]
@@ -58,7 +58,7 @@ class RunResult:
         jct = np.array([j["jct_s"] for j in done], dtype=float)
         stretch = np.array([j["jct_s"] / j["duration_s"] for j in done], dtype=float)
         multi = [p for p in self.placements if w0 <= p["t"] <= w1]
-        repair = np.array([r for j in self.jobs for r in j["repair_times_s"]], dtype=float)
+        repair = np.array([r for j in measured for r in j["repair_times_s"]], dtype=float)
         excess = np.array([p["excess_tiers"] for p in multi], dtype=float)
         slow = np.array([p["slowdown"] for p in multi], dtype=float)
         bw = np.array([p["bottleneck_gbps"] for p in multi if p["bottleneck_gbps"] is not None], dtype=float)
@@ -86,10 +86,11 @@ class RunResult:
             "bottleneck_gbps_mean": float(bw.mean()) if len(bw) else None,
             "slowdown_mean": float(slow.mean()) if len(slow) else None,
             "crossings": crossings,
-            "jobs_interrupted": sum(1 for j in self.jobs if j["interruptions"]),
-            "interruptions": sum(j["interruptions"] for j in self.jobs),
+            # like every job metric: over the jobs that arrived in the measured window
+            "jobs_interrupted": sum(1 for j in measured if j["interruptions"]),
+            "interruptions": sum(j["interruptions"] for j in measured),
             "time_to_repair_s": _stats(repair),
-            "replica_repair_s": _stats(np.array(self.replica_repairs, dtype=float)),
+            "replica_repair_s": _stats(np.array([d for t, d in self.replica_repairs if w0 <= t <= w1], dtype=float)),
             "counters": dict(self.counters),
             "wall_s": self.wall_s,
         }
@@ -114,7 +115,7 @@ class RunResult:
             "jobs_preempted": len(set(jobs)),
             "replicas_preempted": sum(e["replicas"] for e in events),
             "pods_preempted": sum(e["pods"] for e in events),
-            "lost_gpu_hours": sum(g for t, g in pre["lost_gpu_s"] if w0 <= t <= w1) / 3600.0,
+            "lost_gpu_hours": sum(_in_window(loss, w0, w1) for loss in pre["lost_gpu_s"]) / 3600.0,
             "startup_wait_by_priority_s": {str(p): _stats(np.array(waits[p], dtype=float))
                                            for p in sorted(waits, reverse=True)},
             "replica_wait_s": _stats(np.array([w for t, w in pre["replica_waits"] if w0 <= t <= w1], dtype=float)),
@@ -138,3 +139,13 @@ def _integrate(timeline: list[tuple[float, int, int]], w0: float, w1: float, col
         if hi > lo:
             total += (hi - lo) * row[col]
     return total
+
+
+def _in_window(loss: tuple[float, ...], w0: float, w1: float) -> float:
+    """The part of a loss ``(t, GPU-s, since)`` done inside ``[w0, w1]`` (the work was done at an
+    even rate between ``since`` and ``t``; an older two-element loss counts whole at ``t``)."""
+    t, gpu_s = loss[0], loss[1]
+    since = loss[2] if len(loss) > 2 else t
+    if t <= since:
+        return gpu_s if w0 <= t <= w1 else 0.0
+    return gpu_s * max(0.0, min(t, w1) - max(since, w0)) / (t - since)

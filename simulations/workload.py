@@ -40,6 +40,7 @@ docs/workload-simulator.md.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -87,7 +88,8 @@ class _Strict(BaseModel):
 
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
-Positive = Annotated[float, Field(gt=0.0)]
+GENERATED_NAME = re.compile(r"train/j[0-9]{5,}")  # generated jobs' names (explicit ones may not take them)
+Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]  # an infinite rate or duration never ends
 
 
 class TrainingMix(_Strict):
@@ -127,6 +129,11 @@ class TrainingMix(_Strict):
         mg = self.mean_gpus if self.mean_gpus is not None else CALIBRATIONS[self.calibration].mean_gpus
         if mg > self.max_gpus:
             raise ValueError(f"mean GPUs {mg} exceeds max_gpus {self.max_gpus}")
+        if mg < 1:
+            raise ValueError(f"mean_gpus {mg} is below 1: every training job has at least one GPU")
+        if not 0 < _clamped_mean_check(med, mean, self.max_duration_s) < math.inf:
+            raise ValueError(f"durations (median {med} s, mean {mean} s, max {self.max_duration_s} s) give no "
+                             "finite mean run time: bring the mean closer to the median")
         return self
 
     @property
@@ -247,6 +254,8 @@ class WorkloadFile(_Strict):
         for j in self.jobs:
             if j.name in seen:
                 raise ValueError(f"job name {j.name!r} used twice")
+            if GENERATED_NAME.fullmatch(j.name):
+                raise ValueError(f"job name {j.name!r} is how generated jobs are named (train/jNNNNN): pick another")
             seen.add(j.name)
         if self.inference is not None:
             names = [s.name for s in self.inference.services]
@@ -271,6 +280,11 @@ def check_against(wl: WorkloadFile, arrays: TopologyArrays, source: str) -> None
     for i, f in enumerate(wl.node_failures):
         if f.node not in arrays.node_index:
             raise SpecError("unknown node", source=source, path=f"node_failures[{i}].node", value=f.node)
+    most = int(arrays.gpu_count.max()) if arrays.n_nodes else 0
+    if wl.training is not None and wl.training.gpus_per_node > most:
+        raise SpecError(f"generated jobs would take {wl.training.gpus_per_node} GPUs per node, but no node of the "
+                        f"cluster has more than {most}", source=source, path="training.gpus_per_node",
+                        value=wl.training.gpus_per_node, fix=f"set it to {most} or less")
 
 
 def _level_refs(wl: WorkloadFile) -> list[tuple[str, str | None]]:
@@ -410,6 +424,15 @@ def clamped_mean(mu: float, sigma: float, cap: float) -> float:
     phi = 0.5 * (1 + math.erf((z - sigma) / math.sqrt(2)))
     tail = 1 - 0.5 * (1 + math.erf(z / math.sqrt(2)))
     return math.exp(mu + sigma * sigma / 2) * phi + cap * tail
+
+
+def _clamped_mean_check(median_s: float, mean_s: float, cap: float) -> float:
+    """``clamped_mean`` of these durations, NaN where the numbers overflow (for validation)."""
+    try:
+        value = clamped_mean(*lognormal_params(median_s, mean_s), cap)
+    except (OverflowError, ValueError, ZeroDivisionError):
+        return math.nan
+    return value if math.isfinite(value) else math.nan
 
 
 def arrival_rate_per_s(mix: TrainingMix, capacity_gpus: int) -> float:

@@ -188,6 +188,21 @@ def test_ideal_placement_packs_nodes_and_slowdown():
     assert comm_model.slowdown(5.0, 0.0, 0.25) == 1.0
 
 
+def test_the_ideal_placement_is_the_fastest_domain_and_nothing_runs_faster_than_it():
+    """su0 is one node of 4 PCIe GPUs, su1 one NVSwitch node: a 4-GPU job is ideal on su1, not on
+    su0 (listed first), and a job on su0 runs slower than ideal, never faster."""
+    pcie = make_node("p1", topology=make_topology(4, "L40S", nics=NICS), su="su0")
+    fast = make_node("f1", topology=make_topology(4, "H100", nvswitch=18, nics=NICS), su="su1")
+    a = build_arrays(build(make_cluster(pcie, fast, levels=["su"])))
+    params = comm_model.CommParams()
+    assert comm_model.ideal_placement(a, 1, 4) == {0: [0, 1, 2, 3]}  # without params: the first domain
+    assert comm_model.ideal_placement(a, 1, 4, params) == {1: [0, 1, 2, 3]}
+    ideal = comm_model.ideal_allreduce_s(a, 1, 4, params)
+    on_pcie = comm_model.comm_cost(a, {0: [0, 1, 2, 3]}, params).allreduce_s
+    assert on_pcie > ideal and comm_model.slowdown(on_pcie, ideal, 0.5) > 1.0
+    assert comm_model.slowdown(0.5, 1.0, 0.5) == 1.0  # faster than the reference: no faster than time
+
+
 # --------------------------------------------------------------------------- policies
 
 
@@ -236,7 +251,24 @@ def test_interrupted_job_keeps_its_last_checkpoint():
     j = jobs_by_name(s)["a"]
     assert j["jct_s"] == pytest.approx(532 + 60 + 700)
     assert j["interruptions"] == 1 and j["repair_times_s"] == [pytest.approx(32.0)]
-    assert s.result.lost_gpu_s == [(500.0, pytest.approx(200.0 * 4))]
+    assert s.result.lost_gpu_s == [(500.0, pytest.approx(200.0 * 4), pytest.approx(300.0))]  # done since 300 s
+
+
+def test_work_lost_is_counted_only_where_it_was_done_inside_the_measured_window():
+    """The 200 s lost at 500 s were done from 300 s on; with the window starting at 400 s only
+    half of them were done inside it (before: all 800 GPU-s, and utilisation could go negative)."""
+    from simulations.timesim_metrics import _in_window
+
+    assert _in_window((500.0, 800.0, 300.0), 400.0, 1000.0) == pytest.approx(400.0)
+    assert _in_window((500.0, 800.0, 300.0), 0.0, 1000.0) == pytest.approx(800.0)
+    assert _in_window((500.0, 800.0, 300.0), 600.0, 1000.0) == 0.0
+    wl = WorkloadFile(jobs=(job("a", 1, 4, dur=1000),), node_failures=(NodeFailureSpec(node="n1", at_s=500),),
+                      failures=QUIET, recovery=RecoverySpec(checkpoint_interval_s=300, restart_overhead_s=60))
+    s = sim(TWO, wl, "toposched", hours=0.5, warmup_hours=450 / 3600)
+    # in 450..1800 s: 50 s x 4 GPUs before the failure, 700 s x 4 after the restart at 592 s, less the
+    # 200 GPU-s of lost work done after 450 s
+    useful = 50 * 4 + 700 * 4 - 200
+    assert s.result.summary()["gpu_utilisation"] == pytest.approx(useful / (s.result.capacity_gpus * 1350))
 
 
 def test_toposched_repairs_keeping_survivors():
@@ -301,7 +333,55 @@ def test_inference_replica_moves_keeping_its_spread():
     assert len(placed) == 2 and "n4" not in placed
     sus = {SIX[n] for n in placed}
     assert sus == {"su0", "su1"} and set(placed) & before == {"n1"}
-    assert s.result.replica_repairs == [pytest.approx(32.0)]
+    assert [d for _, d in s.result.replica_repairs] == [pytest.approx(32.0)]
+
+
+def test_a_replica_bound_to_a_node_that_died_unnoticed_serves_nothing():
+    """The only node dies at 21,000 s and is noticed at 24,000 s; the service scales up to one
+    replica meanwhile (demand rising towards noon), which goes to the dead node (the scheduler does
+    not know yet) and must count nothing."""
+    svc = ServiceSpec(name="chat", gpus_per_replica=4, cpu_milli=1000, memory_mib=1024, min_replicas=0,
+                      max_replicas=1, peak_hour=12, noise=0.0)
+    wl = WorkloadFile(inference=InferenceMix(services=(svc,), sync_period_s=60),
+                      node_failures=(NodeFailureSpec(node="n1", at_s=21000, repair_s=100000),),
+                      failures=FailureSpec(detection_s=3000, recreate_s=2))
+    s = sim({"n1": "su0"}, wl, "toposched", hours=7.0)
+    bound_after = [w for w in s.replica_waits if 21000 < w[0] < 24000]
+    assert bound_after  # the scenario: a replica was bound to the dead node
+    assert sum(max(0.0, min(seg.t1, 24000) - max(seg.t0, 21000)) for seg in s.result.segments) == 0.0
+
+
+def test_failure_metrics_count_only_jobs_of_the_measured_window():
+    wl = WorkloadFile(jobs=(job("early", 1, 4, dur=3000),), node_failures=(NodeFailureSpec(node="n1", at_s=100),),
+                      failures=QUIET)
+    summary = sim(TWO, wl, "toposched", hours=2.0, warmup_hours=1.0).result.summary()
+    assert (summary["jobs_arrived"], summary["jobs_interrupted"], summary["interruptions"]) == (0, 0, 0)
+    assert summary["time_to_repair_s"]["n"] == 0
+
+
+@pytest.mark.parametrize(("training", "problem"), [
+    ({"arrival_rate_per_hour": math.inf}, "Input should be a finite number"),
+    ({"max_duration_s": math.inf}, "Input should be a finite number"),
+    ({"median_duration_s": 1e-300, "mean_duration_s": 1e300}, "give no finite mean run time"),
+    ({"mean_gpus": 0.8}, "mean_gpus 0.8 is below 1"),
+], ids=["infinite-rate", "infinite-duration", "overflowing-durations", "mean-below-one"])
+def test_training_mixes_that_cannot_be_generated_are_refused(training, problem):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=problem):
+        TrainingMix(**training)
+
+
+def test_explicit_jobs_may_not_take_generated_names_and_pods_must_fit_the_nodes():
+    from pydantic import ValidationError
+
+    from models.errors import SpecError
+    from simulations.workload import check_against
+
+    with pytest.raises(ValidationError, match="how generated jobs are named"):
+        WorkloadFile(jobs=(job("train/j00000"),))
+    with pytest.raises(SpecError, match="training.gpus_per_node: generated jobs would take 8 GPUs per node"):
+        check_against(WorkloadFile(training=TrainingMix(gpus_per_node=8)), arrays_of(TWO), "wl.yaml")
 
 
 def test_recovered_node_returns_to_the_pool_and_nothing_moves_back():
@@ -410,3 +490,22 @@ def test_cli_unknown_level_in_workload(tmp_path, capsys):
                "--hours", "1", "--quiet", "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "jobs[0].preferred_level: unknown level 'rack'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--seed", "-1"], "--seed: must be an integer >= 0"),
+    (["--gang-time-limit", "nan"], "--gang-time-limit: must be a positive number of seconds"),
+    (["--out", "FILE"], "--out: cannot write the report there"),
+], ids=["negative-seed", "nan-time-limit", "out-is-a-file"])
+def test_cli_bad_options_are_refused_before_any_run(tmp_path, capsys, monkeypatch, args, message):
+    from scheduler.cli import main
+    from simulations import timesim
+
+    (tmp_path / "wl.yaml").write_text("jobs: [{name: a, workers: 1}]\n")
+    (tmp_path / "FILE").write_text("taken")
+    monkeypatch.setattr(timesim.TimeSim, "run", lambda self: pytest.fail("ran before checking the options"))
+    args = [str(tmp_path / "FILE") if a == "FILE" else a for a in args]
+    rc = main(["simulate", "workload", "--cluster", "superpod-su", "--workload", str(tmp_path / "wl.yaml"),
+               "--hours", "1", "--quiet", "--no-plots", "--out", str(tmp_path / "o"), *args])
+    assert rc == 2
+    assert message in capsys.readouterr().err
