@@ -88,7 +88,7 @@ def _levels_for(
             n = v.start + index // v.every
             try:
                 v = v.format.format(n=n, level=lv, i=index)
-            except (KeyError, IndexError, ValueError) as exc:
+            except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
                 raise SpecError(f"bad format {v.format!r}: {exc}", source=source,
                                 path=f"{where}.levels.{lv}.format", fix="use {n}, {level} or {i}") from None
         if not v:
@@ -149,12 +149,17 @@ def expand(spec: ClusterSpec, source: str = "<spec>") -> Cluster:
 
     for i, n in enumerate(spec.nodes):
         add(_resolve_node(n, spec, source, f"nodes[{i}]", n.name, 0, n.clique))
+    clique_group: dict[str, int] = {}  # clique name -> the group that made it
     for gi, g in enumerate(spec.groups):
         for k in range(g.count):
             name = g.name.format(i=k, g=g.first + k)
             clique = None
             if g.clique_every:
                 clique = g.clique_format.format(n=k // g.clique_every, i=k)
+                if clique_group.setdefault(clique, gi) != gi:  # one NVLink domain cannot span two groups' racks
+                    raise SpecError(f"clique {clique!r} is made by groups[{clique_group[clique]}] too",
+                                    source=source, path=f"groups[{gi}].clique_format",
+                                    fix="give each group its own clique_format, e.g. 'rack2-clique-{n}'")
             add(_resolve_node(g, spec, source, f"groups[{gi}]", name, k, clique))
     if not nodes:
         raise SpecError("the cluster has no nodes", source=source, path="nodes",

@@ -38,7 +38,8 @@ class SpecError(ToposchedError):
         where = ": ".join(p for p in (source, path) if p)
         text = f"{where}: {problem}" if where else problem
         if has_value or value is not None:
-            text += f" (got {value!r})"
+            shown = repr(value)
+            text += f" (got {shown if len(shown) <= 300 else shown[:300] + ' ...'})"  # a value can be huge
         if fix:
             text += f"; {fix}"
         super().__init__(text)

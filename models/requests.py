@@ -15,13 +15,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.spec import check_extended_resources
+from models.spec import MAX_QUANTITY, check_extended_resources
 
 GPU_MILLI = 1000
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Toleration(_Strict):
@@ -47,11 +47,11 @@ class Resources(_Strict):
     hugepages in bytes.
     """
 
-    cpu_milli: Annotated[int, Field(ge=0)] = 0
-    memory_mib: Annotated[int, Field(ge=0)] = 0
+    cpu_milli: Annotated[int, Field(ge=0, le=MAX_QUANTITY)] = 0
+    memory_mib: Annotated[int, Field(ge=0, le=MAX_QUANTITY)] = 0
     gpus: Annotated[int, Field(ge=0, le=64)] = 0
     gpu_milli: Annotated[int, Field(ge=1, le=GPU_MILLI)] = GPU_MILLI
-    extended: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    extended: dict[str, Annotated[int, Field(ge=1, le=MAX_QUANTITY)]] = Field(default_factory=dict)
     gpu_models: tuple[str, ...] = ()
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: tuple[Toleration, ...] = ()

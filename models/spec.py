@@ -24,11 +24,11 @@ from models.errors import SpecError
 
 PCIE_RELATIONS = ("PIX", "PXB", "PHB", "NODE", "SYS")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")  # \Z: "$" would let a final newline through
 # A Kubernetes resource name: an optional DNS-subdomain prefix and a name of at most 63
 # characters (``rdma/rdma_shared_device_a``, ``vpc.amazonaws.com/efa``, ``hugepages-2Mi``).
 RESOURCE_NAME_RE = re.compile(
-    r"^(?:[a-z0-9]([-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+    r"^(?:[a-z0-9]([-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\Z"
 )
 # Resources a node spec gives elsewhere (cpu_milli, memory_mib, max_pods, the GPU count) or
 # that are not placed (ephemeral-storage); they are not extended resources.
@@ -36,7 +36,7 @@ NOT_EXTENDED = ("cpu", "memory", "pods", "ephemeral-storage", "nvidia.com/gpu")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # JSON has no Infinity
 
 
 def check_extended_resources(value: dict[str, int]) -> dict[str, int]:
@@ -52,7 +52,12 @@ def check_extended_resources(value: dict[str, int]) -> dict[str, int]:
     return dict(sorted(value.items()))
 
 
-ExtendedResources = Annotated[dict[str, Annotated[int, Field(ge=0)]], Field(default_factory=dict)]
+# Upper bounds that keep every value a 64-bit (or, for NUMA ids and rails, 16-bit) number in the
+# topology arrays; far above any real node (2^53 milli-CPU, MiB or units; 1,024 NUMA nodes as Linux)
+MAX_QUANTITY = 2**53
+Quantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY)]
+NumaId = Annotated[int, Field(ge=0, le=1023)]
+ExtendedResources = Annotated[dict[str, Quantity], Field(default_factory=dict)]
 
 
 class GpuSpec(_Strict):
@@ -60,7 +65,7 @@ class GpuSpec(_Strict):
 
     count: Annotated[int, Field(ge=0, le=64)]
     model: str = ""
-    memory_mib: Annotated[int, Field(ge=0)] = 0
+    memory_mib: Quantity = 0
 
 
 def _reject_remote_gpu(value: Any) -> Any:
@@ -102,7 +107,7 @@ class PcieSpec(_Strict):
     switch: str | None = None
     upstream: str | None = None
     host_bridge: str | None = None
-    numa: Annotated[int, Field(ge=0)] = 0
+    numa: NumaId = 0
 
     _local = field_validator("gpu", mode="before")(_reject_remote_gpu)
 
@@ -113,8 +118,8 @@ class NicSpec(_Strict):
     name: str
     bandwidth_gbps: Annotated[float, Field(gt=0)] = 400.0
     gpus: tuple[int, ...] = ()
-    rail: int | None = None
-    numa: int | None = None
+    rail: Annotated[int, Field(ge=0, le=1023)] | None = None
+    numa: NumaId | None = None
 
     _local = field_validator("gpus", mode="before")(_reject_remote_gpu)
 
@@ -134,7 +139,7 @@ class NodeTopologySpec(_Strict):
     pcie: tuple[PcieSpec, ...] = ()
     pcie_matrix: tuple[tuple[str, ...], ...] | None = None
     pcie_gen: Annotated[int, Field(ge=1, le=6)] = 4
-    numa: tuple[int, ...] | None = None
+    numa: tuple[NumaId, ...] | None = None
     nics: tuple[NicSpec, ...] = ()
     measured_p2p_gbps: tuple[tuple[float, ...], ...] | None = None
 
@@ -147,12 +152,17 @@ class NodeTopologySpec(_Strict):
             if not 0 <= idx < n:
                 raise ValueError(f"{where}: GPU {idx} out of range ({rng})")
 
+        pairs: dict[frozenset[int], int] = {}
         for i, link in enumerate(self.nvlinks):
             a, b = link.gpus
             check(a, f"nvlinks[{i}].gpus")
             check(b, f"nvlinks[{i}].gpus")
             if a == b:
                 raise ValueError(f"nvlinks[{i}].gpus: a GPU cannot link to itself ({a})")
+            first = pairs.setdefault(frozenset((a, b)), i)
+            if first != i:  # one entry per pair carries all its links; a second would replace the first
+                raise ValueError(f"nvlinks[{i}].gpus: GPUs {a} and {b} are already linked by nvlinks[{first}]; "
+                                 "give the pair once, with all its links")
         seen: set[int] = set()
         for i, p in enumerate(self.pcie):
             check(p.gpu, f"pcie[{i}].gpu")
@@ -319,9 +329,9 @@ class NodeSpec(_Strict):
     name: str
     type: str | None = None
     topology: NodeTopologySpec | None = None
-    cpu_milli: Annotated[int, Field(ge=0)] | None = None
-    memory_mib: Annotated[int, Field(ge=0)] | None = None
-    max_pods: Annotated[int, Field(ge=1)] = 110
+    cpu_milli: Quantity | None = None
+    memory_mib: Quantity | None = None
+    max_pods: Annotated[int, Field(ge=1, le=1_000_000)] = 110
     extended_resources: ExtendedResources
     levels: dict[str, str] = Field(default_factory=dict)
     clique: str | None = None
@@ -360,9 +370,9 @@ class NodeGroupSpec(_Strict):
     first: Annotated[int, Field(ge=0)] = 0
     type: str | None = None
     topology: NodeTopologySpec | None = None
-    cpu_milli: Annotated[int, Field(ge=0)] | None = None
-    memory_mib: Annotated[int, Field(ge=0)] | None = None
-    max_pods: Annotated[int, Field(ge=1)] = 110
+    cpu_milli: Quantity | None = None
+    memory_mib: Quantity | None = None
+    max_pods: Annotated[int, Field(ge=1, le=1_000_000)] = 110
     extended_resources: ExtendedResources
     levels: dict[str, str | LevelPattern] = Field(default_factory=dict)
     clique_every: Annotated[int, Field(ge=1)] | None = None
@@ -378,8 +388,14 @@ class NodeGroupSpec(_Strict):
             raise ValueError("a group needs `type` (a node type name) or `topology`")
         try:
             self.name.format(i=0, g=0)
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
             raise ValueError(f"name: bad format string {self.name!r} ({exc}); use {{i}} or {{g}}") from None
+        if self.clique_every:
+            try:
+                self.clique_format.format(n=0, i=0)
+            except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+                raise ValueError(f"clique_format: bad format string {self.clique_format!r} ({exc}); "
+                                 "use {n} (the clique's number) or {i}") from None
         if self.count > 1 and self.name.format(i=0, g=self.first) == self.name.format(i=1, g=self.first + 1):
             raise ValueError(f"name: {self.name!r} gives all {self.count} nodes the same name; "
                              "put {i} or {g} in it, e.g. 'gpu-{g:03d}'")
@@ -390,8 +406,8 @@ class NodeTypeSpec(_Strict):
     """A reusable node template: topology plus CPU, memory and extended resources."""
 
     topology: NodeTopologySpec
-    cpu_milli: Annotated[int, Field(ge=0)] = 0
-    memory_mib: Annotated[int, Field(ge=0)] = 0
+    cpu_milli: Quantity = 0
+    memory_mib: Quantity = 0
     extended_resources: ExtendedResources
     description: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
@@ -517,12 +533,45 @@ def spec_error_from_validation(exc: ValidationError, data: Any, source: str | No
     return SpecError(msg, source=source, path=path or None, value=value if has else None, fix=fix, has_value=has)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML with a key written twice in one mapping refused (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, list | dict):
+                    continue  # unhashable: the base class says so
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
 def parse_document(text: str, source: str) -> Any:
-    """Parse YAML (a superset of JSON) and map syntax errors to ``SpecError``."""
+    """Parse YAML (a superset of JSON) and map syntax errors to ``SpecError``; a key given twice
+    in one mapping is an error (the parsers would keep the last one silently)."""
     try:
         if source.endswith(".json"):
-            return json.loads(text)
-        return yaml.safe_load(text)
+            try:
+                return json.loads(text, object_pairs_hook=_unique_pairs)
+            except json.JSONDecodeError:
+                raise
+            except ValueError as exc:
+                raise SpecError(f"malformed JSON: {exc}", source=source, fix="give each key once") from None
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except json.JSONDecodeError as exc:
         raise SpecError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", source=source,
                         fix="fix the syntax") from None
@@ -531,6 +580,8 @@ def parse_document(text: str, source: str) -> Any:
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(f"malformed YAML{where}: {problem}", source=source, fix="fix the syntax") from None
+    except RecursionError:
+        raise SpecError("nested too deeply to read", source=source, fix="flatten the document") from None
 
 
 def read_text(path: str | Path) -> str:
@@ -538,8 +589,8 @@ def read_text(path: str | Path) -> str:
         return Path(path).read_text()
     except FileNotFoundError:
         raise SpecError("file not found", source=str(path), fix="check the path") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read file: {exc}", source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, a name too long, ...
+        raise SpecError(f"cannot read file: {exc}", source=str(path)[:300]) from None
 
 
 def validate_model(model: type[BaseModel], data: Any, source: str | None) -> Any:

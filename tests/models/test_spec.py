@@ -257,6 +257,47 @@ def test_bad_spec_gives_its_message(tmp_path, text, expected):
     assert message.startswith(expected), message
 
 
+GROUP = "  - {{name: 'g{{i}}', count: 2, type: dgx-h100, levels: {{rack: r1}}{extra}}}\n"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("nodes:\n  - {name: a, type: dgx-h100, cpu_milli: 99999999999999999999999}\n",
+     "cluster.yaml: nodes[0].cpu_milli: Input should be less than or equal to 9007199254740992"),
+    ("nodes:\n  - name: a\n    topology: {gpus: {count: 2}, numa: [40000, 0]}\n",
+     "cluster.yaml: nodes[0].topology.numa[0]: Input should be less than or equal to 1023"),
+    ("nodes:\n  - {name: a, type: dgx-h100}\n  - {name: a, type: dgx-h100, type: dgx-a100}\n",
+     "cluster.yaml: malformed YAML at line 3 column 31: duplicate key 'type'"),
+    ("nodes:\n  - name: a\n    topology:\n      gpus: {count: 2}\n"
+     "      nvlinks: [{gpus: [0, 1], links: 4}, {gpus: [1, 0], links: 2}]\n",
+     "cluster.yaml: nodes[0].topology.nvlinks[1].gpus: GPUs 1 and 0 are already linked by nvlinks[0]"),
+    ("nodes:\n  - {name: \"a\\n\", type: dgx-h100}\n",
+     "cluster.yaml: nodes[0].name: node name is not a valid Kubernetes name"),
+    ("groups:\n" + GROUP.format(extra=", clique_every: 1, clique_format: '{x}'"),
+     "cluster.yaml: groups[0].clique_format: bad format string '{x}'"),
+    ("groups:\n  - {name: 'g{i.foo}', count: 2, type: dgx-h100}\n",
+     "cluster.yaml: groups[0].name: bad format string 'g{i.foo}'"),
+    ("levels: [{name: rack}]\ngroups:\n" + GROUP.format(extra=", clique_every: 2")
+     + GROUP.replace("'g{{i}}'", "'h{{i}}'").format(extra=", clique_every: 2"),
+     "cluster.yaml: groups[1].clique_format: clique 'clique-0' is made by groups[0] too"),
+    ("nodes:\n" + "  " * 1 + "- " + "[" * 3000 + "]" * 3000 + "\n", "cluster.yaml: nested too deeply to read"),
+], ids=["huge-cpu", "huge-numa", "duplicate-key", "duplicate-nvlink-pair", "name-with-newline",
+        "clique-format", "name-format-attribute", "clique-across-groups", "deep-nesting"])
+def test_input_that_used_to_crash_or_be_taken_silently_is_named(tmp_path, text, expected):
+    message = load_error(tmp_path, text)
+    assert message.startswith(expected), message
+
+
+def test_a_duplicate_json_key_and_an_unreadable_path_are_named(tmp_path):
+    message = load_error(tmp_path, '{"nodes": [{"name": "a", "name": "b", "type": "dgx-h100"}]}', "cluster.json")
+    assert message.startswith("cluster.json: malformed JSON: duplicate key 'name'"), message
+    with pytest.raises(SpecError, match="cannot read file"):
+        load_cluster(str(tmp_path / ("a" * 300 + ".yaml")))
+
+
+def test_a_huge_value_is_cut_short_in_the_message():
+    assert len(str(SpecError("too big", source="x", value="v" * 100_000))) < 400
+
+
 def test_malformed_json_names_line_and_column(tmp_path):
     message = load_error(tmp_path, '{"nodes": [\n  {"name": "a",}\n]}', "cluster.json")
     assert message.startswith("cluster.json: malformed JSON at line 2 column 16: Expecting property name"), message
