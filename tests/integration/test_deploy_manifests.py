@@ -155,6 +155,35 @@ def test_every_watched_resource_is_in_the_cluster_role():
         assert _allowed(rules, group, plural, "list") and _allowed(rules, group, plural, "watch"), res.name
 
 
+def test_the_extender_may_read_every_resource_it_watches():
+    """A 403 on a gang object's list is retried forever, and gangs sized by it never pass filter."""
+    from scheduler.adapters import kube
+
+    rules = next(d for d in yaml.safe_load_all((DEPLOY / "extender" / "rbac.yaml").read_text())
+                 if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "toposched-extender")["rules"]
+    for res in (kube.NODES, kube.PODS, *kube.GROUP_RESOURCES, kube.PDBS):
+        plural, _, group = res.name.partition(".")
+        assert _allowed(rules, group, plural, "list") and _allowed(rules, group, plural, "watch"), res.name
+
+
+@pytest.mark.parametrize("bundle", ["scheduler", "extender", "agent"])
+def test_every_bundle_declares_the_namespace_alike_and_its_pods_meet_restricted(bundle):
+    """Applying one bundle must not relabel the namespace another set, and its pods must pass
+    the restricted Pod Security profile the namespace enforces."""
+    docs = [d for f in sorted((DEPLOY / bundle).glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    namespaces = [d for d in docs if d["kind"] == "Namespace"]
+    assert namespaces and all(n["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce") == "restricted"
+                              for n in namespaces)
+    for d in docs:
+        if d["kind"] in ("Deployment", "DaemonSet"):
+            pod = d["spec"]["template"]["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True, d["metadata"]["name"]
+            assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", d["metadata"]["name"]
+            for c in pod["containers"]:
+                sc = c.get("securityContext", {})
+                assert sc.get("allowPrivilegeEscalation") is False and sc["capabilities"]["drop"] == ["ALL"], c["name"]
+
+
 def _exported() -> set[str]:
     """Every series name the scheduler's registry can expose (labelled children included)."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
