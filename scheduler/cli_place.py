@@ -55,8 +55,9 @@ def decide(args: argparse.Namespace) -> Decision:
         load_state(ledger, state, args.state)
     config = load_config(args.config)
     updates = {}
-    if args.profile:
+    if args.profile is not None:  # the named profile replaces the file's plugins list, as --help says
         updates["profile"] = args.profile
+        updates["plugins"] = None
     if args.time_limit is not None:
         updates["gang"] = config.gang.model_copy(update={"time_limit_s": args.time_limit})
     if updates:

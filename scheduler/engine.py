@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,7 +46,7 @@ class PluginConfig(BaseModel):
 class GangConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    solver: str = "cpsat"  # "cpsat" | "greedy"
+    solver: Literal["cpsat", "greedy"] = "cpsat"
     time_limit_s: float = Field(default=1.0, gt=0)
     workers: int = Field(default=1, ge=1)
 
@@ -58,8 +58,8 @@ class PlacementConfig(BaseModel):
 
     profile: str = "toposched"
     plugins: list[PluginConfig] | None = None
-    tie_break: str = "first"  # "first" | "random" | "ranked" (see select())
-    seed: int = 0
+    tie_break: Literal["first", "random", "ranked"] = "first"  # see select()
+    seed: int = Field(default=0, ge=0, lt=2**63)  # numpy and OR-Tools take 64-bit seeds
     gang: GangConfig = GangConfig()
 
 
@@ -111,7 +111,10 @@ class Engine:
                 # replicas of one owner always spread; neutral for pods without an owner
                 specs.append(("replica-spread", 5.0, {}))
         filters = [plugin_base.create(n) for n in FILTERS]
-        scorers = [(plugin_base.create(n, **a), float(w)) for n, w, a in specs if n not in FILTERS]
+        try:
+            scorers = [(plugin_base.create(n, **a), float(w)) for n, w, a in specs if n not in FILTERS]
+        except TypeError as exc:  # arguments the plugin does not take
+            raise KeyError(f"plugin arguments not accepted: {exc}") from None
         return cls(config, filters, scorers)
 
     @property

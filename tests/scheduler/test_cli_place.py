@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from scheduler.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,3 +97,25 @@ def test_the_request_file_is_the_mix_fragmentation_packs_against(tmp_path, capsy
     load_state(ledger, validate_model(StateFile, parse_document(read_text(str(state)), "s"), "s"), "s")
     plain = place(ledger.snapshot(), load_request(str(req)))
     assert plain.outcomes[1].placements[0].node != "dgx-005"
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ("seed: -1\n", "seed: Input should be greater than or equal to 0"),
+    ("tie_break: sideways\n", "tie_break: Input should be 'first', 'random' or 'ranked'"),
+    ("gang: {solver: magic}\n", "gang.solver: Input should be 'cpsat' or 'greedy'"),
+    ("plugins: [{name: binpack, args: {bogus: 1}}]\n", "plugin arguments not accepted"),
+], ids=["negative-seed", "tie-break", "solver", "plugin-args"])
+def test_config_values_the_engine_cannot_use_are_refused(tmp_path, capsys, config, message):
+    path = tmp_path / "placement.yaml"
+    path.write_text(config)
+    assert main(["place", "--cluster", "superpod-su", "--request", str(EX / "inference-8gpu.yaml"),
+                 "--config", str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_profile_replaces_the_plugins_of_the_config_file(tmp_path, capsys):
+    path = tmp_path / "placement.yaml"
+    path.write_text("plugins: [{name: binpack}]\n")
+    assert main(["place", "--cluster", "superpod-su", "--request", str(EX / "inference-8gpu.yaml"),
+                 "--config", str(path), "--profile", "nope"]) == 2
+    assert "unknown profile 'nope'" in capsys.readouterr().err
