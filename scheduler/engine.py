@@ -91,11 +91,13 @@ class Engine:
     filters: list[Plugin]
     scorers: list[tuple[Plugin, float]]
     _rank: np.ndarray | None = field(default=None, init=False, repr=False)
+    _rank_rng: Any = field(default=None, init=False, repr=False)
 
     def node_rank(self, n_nodes: int, rng: np.random.Generator) -> np.ndarray:
-        """A random priority of the nodes, drawn once (``tie_break: ranked``)."""
-        if self._rank is None or len(self._rank) != n_nodes:
-            self._rank = rng.permutation(n_nodes)
+        """A random priority of the nodes, drawn once per random generator (``tie_break: ranked``:
+        one order for a whole simulation run; a new generator, a new order, as a fresh engine)."""
+        if self._rank is None or len(self._rank) != n_nodes or self._rank_rng is not rng:
+            self._rank, self._rank_rng = rng.permutation(n_nodes), rng
         return self._rank
 
     @classmethod
@@ -260,9 +262,9 @@ def build_candidates(snap: Snapshot, shape: PodShape, ok: np.ndarray) -> Candida
         return _plain_candidates(snap, nodes, full, types, k)
     g = full.shape[1]
     set_bits, quality, local = _node_sets(snap, nodes, full, types, k)
-    valid = set_bits >= 0
+    valid = set_bits > 0  # 0: no free set of k GPUs (k >= 1)
     nodes, set_bits, quality, local = nodes[valid], set_bits[valid], quality[valid], local[valid]
-    taken = ((set_bits[:, None] >> np.arange(g, dtype=np.int64)) & 1).astype(bool)
+    taken = ((set_bits[:, None] >> np.arange(g, dtype=np.uint64)) & np.uint64(1)).astype(bool)
     after = gf[nodes]
     after[taken] = 0
     return Candidates(nodes, _TakenSets(taken), after, quality, local)
@@ -277,13 +279,15 @@ def _node_sets(snap: Snapshot, nodes: np.ndarray, full: np.ndarray, types: np.nd
     store = snap.node_cache.get(("gpu-sets", k))
     if store is None:
         n = snap.n_nodes
-        store = snap.node_cache[("gpu-sets", k)] = (np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64),
+        # seen (node generation), chosen set as an unsigned GPU mask (0: none), quality, locality
+        store = snap.node_cache[("gpu-sets", k)] = (np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.uint64),
                                                     np.zeros(n), np.zeros(n))
     seen, set_bits, quality, local = store
     stale = np.flatnonzero(seen[nodes] != snap.node_gen[nodes])
     if len(stale):
         g = full.shape[1]
-        bits = (full[stale].astype(np.int64) << np.arange(g, dtype=np.int64)).sum(axis=1)
+        # unsigned: a 64-GPU node uses bit 63
+        bits = (full[stale].astype(np.uint64) << np.arange(g, dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
         at, st_types = nodes[stale], types[stale]
         for ti in np.unique(st_types):
             sel = st_types == ti
@@ -316,17 +320,19 @@ class _SetTable:
             self.set_bits[m] = -1 if chosen is None else sum(1 << i for i in chosen)
             self.quality[m], self.locality[m] = q, loc
             self.filled[m] = True
-        return self.set_bits[masks], self.quality[masks], self.locality[masks]
+        bits = self.set_bits[masks]
+        return np.where(bits < 0, 0, bits).astype(np.uint64), self.quality[masks], self.locality[masks]
 
 
 _TABLES: dict[tuple[int, int], _SetTable] = {}
 
 
 def _set_table_lookup(t: Any, masks: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(set bitmask or -1, link quality, NUMA/NIC locality) for each free mask of type ``t``."""
+    """(set as an unsigned GPU mask, 0 when none; link quality; NUMA/NIC locality) for each free
+    mask of type ``t``."""
     if t.n_gpus > _MAX_TABLE_GPUS:
         out = [_gpu_set(t, int(m), k) for m in masks]
-        bits = np.array([-1 if c is None else sum(1 << i for i in c) for c, _, _ in out], dtype=np.int64)
+        bits = np.array([0 if c is None else sum(1 << i for i in c) for c, _, _ in out], dtype=np.uint64)
         return bits, np.array([q for _, q, _ in out]), np.array([loc for _, _, loc in out])
     table = _TABLES.get((id(t), k))
     if table is None or table.t is not t:

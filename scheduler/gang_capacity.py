@@ -148,8 +148,9 @@ def gang_base(engine: Any, snap: Snapshot, req: GangRequest, ctx: Context, has_c
 
 
 def _full_bits(snap: Snapshot, nodes: np.ndarray) -> np.ndarray:
+    """Per node, the mask of its wholly free GPUs (unsigned: a 64-GPU node uses bit 63)."""
     full = snap.gpu_free[nodes] == GPU_MILLI
-    return (full.astype(np.int64) << np.arange(full.shape[1], dtype=np.int64)).sum(axis=1)
+    return (full.astype(np.uint64) << np.arange(full.shape[1], dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
 
 
 def _rail_slots(snap: Snapshot, size: int, ok: np.ndarray) -> tuple[tuple[int, ...], ...] | None:
@@ -162,17 +163,17 @@ def _rail_slots(snap: Snapshot, size: int, ok: np.ndarray) -> tuple[tuple[int, .
     nodes = np.flatnonzero(ok)
     if not len(nodes):
         return None
-    bits = _full_bits(snap, nodes)
     types = a.node_type[nodes].astype(np.int64)
-    key = types * (1 << 40) + bits
-    uniq, cnt = np.unique(key, return_counts=True)
-    ranked = [int(uniq[i]) for i in np.lexsort((uniq, -cnt))[:4]]
+    rows = np.stack([types.astype(np.uint64), _full_bits(snap, nodes)], axis=1)  # (type, free mask)
+    uniq, cnt = np.unique(rows, axis=0, return_counts=True)
+    order = np.lexsort((uniq[:, 1], uniq[:, 0], -cnt))[:4]
+    ranked = [(int(uniq[i, 0]), int(uniq[i, 1])) for i in order]
     main_type = int(np.bincount(types).argmax())
-    ranked.append(main_type * (1 << 40) + (1 << int(a.types[main_type].n_gpus)) - 1)
+    ranked.append((main_type, (1 << int(a.types[main_type].n_gpus)) - 1))
     best, best_fit = None, -1
-    for kv in dict.fromkeys(ranked):
-        t = a.types[kv >> 40]
-        free, slots = kv & ((1 << 40) - 1), []
+    for type_id, mask in dict.fromkeys(ranked):
+        t = a.types[type_id]
+        free, slots = mask, []
         while True:
             s = gpuset.choose_gpus(t, free, size)
             if s is None:
@@ -248,12 +249,11 @@ def _link_costs(snap: Snapshot, base: GangBase, nodes: np.ndarray) -> np.ndarray
             if not len(idx):
                 continue
             cap = np.minimum(base.cap[idx, r], 255)
-            key = (a.node_type[idx].astype(np.int64) << 48) | (cap << 40) | _full_bits(snap, idx)
-            uniq, inv = np.unique(key, return_inverse=True)
+            rows = np.stack([a.node_type[idx].astype(np.uint64), cap.astype(np.uint64), _full_bits(snap, idx)], axis=1)
+            uniq, inv = np.unique(rows, axis=0, return_inverse=True)  # (type, members that fit, free mask)
             vals = np.zeros(len(uniq), dtype=np.int64)
-            for u, kv in enumerate(uniq.tolist()):
-                t = a.types[kv >> 48]
-                c, bits = (kv >> 40) & 255, kv & ((1 << 40) - 1)
+            for u, (type_id, c, bits) in enumerate(uniq.tolist()):
+                t = a.types[type_id]
                 if r == base.order[0] and base.rail_slots is not None:
                     vals[u] = _slot_cost(t, base.rail_slots, c)
                 else:

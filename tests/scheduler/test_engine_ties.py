@@ -67,3 +67,15 @@ def test_shared_pod_goes_to_the_tightest_gpu_of_the_chosen_node():
     snap.apply(1, (1,), 700, 0, 0)
     snap.free_cpu[[0, 2]] = 0
     assert decide("first", snap=snap) == (1, (1,))
+
+
+def test_a_reused_engine_decides_as_a_fresh_one_for_the_same_seed():
+    engine = Engine.from_config(PlacementConfig(profile="binpack", tie_break="ranked"))
+    shape = PodShape(cpu_milli=1000, gpus=1)
+
+    def once(eng, seed):
+        (node, _, _), _ = place_pod(eng, fresh(), shape, Context(rng=np.random.default_rng(seed)))
+        return node
+
+    fresh_engine = lambda: Engine.from_config(PlacementConfig(profile="binpack", tie_break="ranked"))  # noqa: E731
+    assert [once(engine, s) for s in (1, 2, 3, 2)] == [once(fresh_engine(), s) for s in (1, 2, 3, 2)]

@@ -457,3 +457,26 @@ def test_island_of():
 def test_mask_helpers_round_trip():
     assert gs.mask_of((0, 3, 5)) == 0b101001
     assert gs.gpus_of(0b101001) == (0, 3, 5)
+
+
+@pytest.mark.parametrize("gpus", [48, 63, 64])
+def test_nodes_with_more_than_forty_gpus_take_pods_and_gangs(gpus):
+    """Free-GPU masks are unsigned 64-bit: bit 63 is GPU 63, not a sign (before: 64-GPU nodes
+    crashed single pods, and gang keys packed into 40 bits crashed or mixed node types up)."""
+    from models.requests import GangRequest, GangRole, PodRequest
+    from models.topology import build_arrays
+    from scheduler.engine import place
+    from scheduler.ledger import Ledger
+    from tests.builders import build, make_cluster, make_node, make_topology
+
+    nics = [{"name": f"mlx5_{i}", "bandwidth_gbps": 400, "rail": i, "gpus": [i]} for i in range(4)]
+    topo = make_topology(gpus, "H100", nvswitch=18, nics=nics)
+    ledger = Ledger(build_arrays(build(make_cluster(make_node("big", topology=topo, rack="r0"), levels=["rack"]))))
+    requests = [PodRequest(name="p", gpus=2), PodRequest(name="all", gpus=gpus - 2),
+                GangRequest(name="g", roles=(GangRole(name="w", count=2, gpus=2),)),
+                GangRequest(name="r", roles=(GangRole(name="w", count=2, gpus=2),), rail_aligned=True)]
+    for req in requests:
+        out = place(ledger.snapshot(), [req]).outcomes[0]
+        assert out.placed, (req.name, out.reason)
+        used = [g for p in out.placements for g in p.gpus]
+        assert len(used) == len(set(used)) and max(used) < gpus
