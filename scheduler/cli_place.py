@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,19 @@ def load_config(path: str | None) -> PlacementConfig:
     return validate_model(PlacementConfig, parse_document(read_text(path), path), path)
 
 
+def _check_levels(request: RequestFile, arrays: Any, source: str) -> None:
+    """Every level a request names is one of the cluster's (a typo is an input error, not "unplaced")."""
+    has_clique = bool(len(arrays.clique) and int(arrays.clique.max()) >= 0)
+    known = [*arrays.level_names, *(["clique"] if has_clique else []), "host"]
+    refs = [(f"pods[{i}].spread_level", p.spread_level) for i, p in enumerate(request.pods)]
+    refs += [(f"replica_sets[{i}].spread_level", r.spread_level) for i, r in enumerate(request.replica_sets)]
+    refs += [(f"gangs[{i}].{what}", getattr(g, what)) for i, g in enumerate(request.gangs)
+             for what in ("required_level", "preferred_level", "slice_level")]
+    for path, name in refs:
+        if name is not None and name not in known and name != "node":
+            raise SpecError(f"unknown level {name!r}", source=source, path=path, fix=f"use one of {', '.join(known)}")
+
+
 def decide(args: argparse.Namespace) -> Decision:
     cluster = load_cluster(args.cluster)
     arrays = build_arrays(cluster)
@@ -70,6 +84,7 @@ def decide(args: argparse.Namespace) -> Decision:
     except KeyError as exc:
         raise SpecError(str(exc.args[0]), source=args.config or "--profile") from None
     request = load_request(args.request)
+    _check_levels(request, arrays, args.request)
     rng = np.random.default_rng(config.seed)
     return place(ledger.snapshot(), request, engine, Context(mix=file_mix(request), rng=rng))
 

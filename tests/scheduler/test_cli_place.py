@@ -119,3 +119,16 @@ def test_profile_replaces_the_plugins_of_the_config_file(tmp_path, capsys):
     assert main(["place", "--cluster", "superpod-su", "--request", str(EX / "inference-8gpu.yaml"),
                  "--config", str(path), "--profile", "nope"]) == 2
     assert "unknown profile 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("request_text", "where"), [
+    ("pods: [{name: a, gpus: 1, spread_level: rack}]\n", "pods[0].spread_level"),
+    ("replica_sets: [{owner: ml/chat, replicas: 2, spread_level: rack, pod: {gpus: 1}}]\n",
+     "replica_sets[0].spread_level"),
+    ("gangs: [{name: g, roles: [{name: w, count: 2, gpus: 8}], required_level: rack}]\n", "gangs[0].required_level"),
+], ids=["pod-spread", "replica-spread", "gang-required"])
+def test_a_level_the_cluster_does_not_have_is_an_input_error(tmp_path, capsys, request_text, where):
+    path = tmp_path / "request.yaml"
+    path.write_text(request_text)
+    assert main(["place", "--cluster", "superpod-su", "--request", str(path)]) == 2
+    assert f"{where}: unknown level 'rack'; use one of pod, su, host" in capsys.readouterr().err
