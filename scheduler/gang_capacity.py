@@ -289,11 +289,8 @@ def build_problem(snap: Snapshot, req: GangRequest, base: GangBase, required: in
         return base.cache[key]
     a = snap.arrays
     chain = _chain_doms(snap, base.has_clique)
-    elastic = req.min_members is not None and req.min_members < req.size
-    if slice_level is not None and required is not None and slice_level <= required and not elastic:
-        # every slice is inside the one required domain anyway (an elastic gang keeps the slices
-        # as its units: it may place fewer members, but only whole slices)
-        slice_level = None
+    if slice_level is not None and required is not None and slice_level <= required:
+        slice_level = None  # every slice is inside the one required domain anyway
     unit = req.slice_size if slice_level is not None else 1
     assert unit is not None
     roles = np.repeat(np.arange(len(req.roles)), [r.count for r in req.roles])

@@ -332,15 +332,3 @@ def test_sort_key_negates_members_only():
         balance = None
 
     assert sort_key(P(), {"members": 3, "nodes": 2, "link_cost": 0, "fragmentation": 5}) == (-3, 2, 0, 5)
-
-
-@pytest.mark.parametrize("solver", ["greedy", "cpsat"])
-def test_an_elastic_gang_places_whole_slices_even_inside_its_required_domain(solver):
-    """slice_size 2 inside the required rack: room for one member only is no slice at all."""
-    node = make_node("n0", 8, rack="r0")
-    node["cpu_milli"] = 4000
-    ledger = Ledger(build_arrays(build(make_cluster(node, levels=["rack"]))))
-    gang = GangRequest(name="g", roles=(GangRole(name="w", count=2, cpu_milli=3000),), min_members=1, slice_size=2,
-                       slice_level="rack", required_level="rack")
-    out = place(ledger.snapshot(), [gang], PlacementConfig(gang={"solver": solver})).outcomes[0]
-    assert not out.placed and out.placements == []
