@@ -14,13 +14,13 @@ from typing import Any
 
 from models.errors import SpecError
 from models.spec import (
-    NAME_RE,
     ClusterSpec,
     LevelPattern,
     NodeGroupSpec,
     NodeSpec,
     NodeTypeSpec,
     ResolvedNode,
+    is_node_name,
     parse_document,
     read_text,
     validate_model,
@@ -112,7 +112,7 @@ def _resolve_node(
             t.topology, t.cpu_milli, t.memory_mib, t.labels, item.type
         )
         base_ext = t.extended_resources
-    if not NAME_RE.match(name) or len(name) > 253:
+    if not is_node_name(name):
         raise SpecError(
             "node name is not a valid Kubernetes name", source=source, path=f"{where}.name", value=name,
             fix="use lower-case letters, digits, '-' and '.'",

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.spec import MAX_QUANTITY, check_extended_resources
+from models.spec import MAX_GPUS_PER_NODE, MAX_QUANTITY, check_extended_resources
 
 GPU_MILLI = 1000
 
@@ -49,7 +49,7 @@ class Resources(_Strict):
 
     cpu_milli: Annotated[int, Field(ge=0, le=MAX_QUANTITY)] = 0
     memory_mib: Annotated[int, Field(ge=0, le=MAX_QUANTITY)] = 0
-    gpus: Annotated[int, Field(ge=0, le=64)] = 0
+    gpus: Annotated[int, Field(ge=0, le=MAX_GPUS_PER_NODE)] = 0
     gpu_milli: Annotated[int, Field(ge=1, le=GPU_MILLI)] = GPU_MILLI
     extended: dict[str, Annotated[int, Field(ge=1, le=MAX_QUANTITY)]] = Field(default_factory=dict)
     gpu_models: tuple[str, ...] = ()

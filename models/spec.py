@@ -25,6 +25,12 @@ from models.errors import SpecError
 PCIE_RELATIONS = ("PIX", "PXB", "PHB", "NODE", "SYS")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")  # \Z: "$" would let a final newline through
+MAX_GPUS_PER_NODE = 64  # the engine keeps a node's GPUs as bits of one 64-bit mask
+
+
+def is_node_name(name: str) -> bool:
+    """A name the API server accepts for a Node (a DNS subdomain: lower-case, at most 253)."""
+    return len(name) <= 253 and NAME_RE.match(name) is not None
 # A Kubernetes resource name: an optional DNS-subdomain prefix and a name of at most 63
 # characters (``rdma/rdma_shared_device_a``, ``vpc.amazonaws.com/efa``, ``hugepages-2Mi``).
 RESOURCE_NAME_RE = re.compile(
@@ -63,7 +69,7 @@ ExtendedResources = Annotated[dict[str, Quantity], Field(default_factory=dict)]
 class GpuSpec(_Strict):
     """The GPUs of a node: all of one model."""
 
-    count: Annotated[int, Field(ge=0, le=64)]
+    count: Annotated[int, Field(ge=0, le=MAX_GPUS_PER_NODE)]
     model: str = ""
     memory_mib: Quantity = 0
 

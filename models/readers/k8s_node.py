@@ -28,7 +28,6 @@ from pydantic import ValidationError
 from models.errors import SpecError
 from models.readers.annotation import ANNOTATION_KEY, decode_topology
 from models.spec import (
-    NAME_RE,
     NOT_EXTENDED,
     GpuSpec,
     LevelSpec,
@@ -37,6 +36,7 @@ from models.spec import (
     NodeTopologySpec,
     TaintSpec,
     check_extended_resources,
+    is_node_name,
     spec_error_from_validation,
 )
 
@@ -113,7 +113,7 @@ def _where(obj: Mapping[str, Any], source: str | None) -> tuple[str, str]:
     name = _get(obj, "metadata", "name")
     if not isinstance(name, str) or not name:
         raise SpecError("a Node without a name", source=source, path="metadata.name")
-    if not NAME_RE.match(name) or len(name) > 253:
+    if not is_node_name(name):
         raise SpecError("node name is not a valid Kubernetes name", source=source, path="metadata.name",
                         value=name, fix="use lower-case letters, digits, '-' and '.'")
     where = f"node {name}"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from models.errors import SpecError, TraceRowError
-from models.spec import NAME_RE
+from models.spec import MAX_GPUS_PER_NODE, MAX_QUANTITY, is_node_name
 
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
 
@@ -29,8 +29,6 @@ class NodeRow:
     model: str
 
 
-MAX_INT = 2**62  # far above any real value; keeps every count a 64-bit integer downstream
-MAX_GPUS_PER_NODE = 64  # as the cluster model allows
 _INTEGER = re.compile(r"-?[0-9]+")
 
 
@@ -41,8 +39,8 @@ def _int(value: str, column: str, source: str, line: int) -> int:
     number = int(text)
     if number < 0:
         raise TraceRowError(source, line, f"{column}: {number} is negative")
-    if number > MAX_INT:
-        raise TraceRowError(source, line, f"{column}: {text} is too large (at most {MAX_INT})")
+    if number > MAX_QUANTITY:  # as the cluster model allows
+        raise TraceRowError(source, line, f"{column}: {text} is too large (at most {MAX_QUANTITY})")
     return number
 
 
@@ -74,7 +72,7 @@ def read_node_list(text: str, source: str) -> list[NodeRow]:
         raise TraceRowError(source, 1, f"header is {','.join(header)!r}; expected {','.join(NODE_COLUMNS)}")
     rows: list[NodeRow] = []
     for line, name, row in _named_rows(reader, NODE_COLUMNS, "node", source):
-        if not NAME_RE.match(name) or len(name) > 253:
+        if not is_node_name(name):
             raise TraceRowError(source, line, f"sn: {name!r} is not a valid Kubernetes node name "
                                               "(lower-case letters, digits, '-' and '.')")
         gpus = _int(row[3], "gpu", source, line)

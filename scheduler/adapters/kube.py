@@ -68,6 +68,15 @@ def load_configuration(kubeconfig: str | None, *, pool_size: int = 16, context: 
     return cfg
 
 
+def bound_retries(configuration: Any) -> None:
+    """Keep urllib3 from repeating a timed-out read: by default it tries three more times at
+    once, so a call could last 4x its timeout (a lease read past the renew deadline).
+    Reconnects stay; reads are the caller's to retry, with backoff. A configuration that
+    sets its own ``retries`` is left alone."""
+    if configuration.retries is None:
+        configuration.retries = urllib3.Retry(total=3, connect=3, read=0, status=0, redirect=0)
+
+
 def _api_error(exc: BaseException, operation: str) -> KubeApiError:
     """Map a client or transport exception to ``KubeApiError`` (the one place this happens)."""
     if isinstance(exc, KubeApiError):
@@ -144,11 +153,8 @@ class KubeApi:
 
     def __init__(self, configuration: Any, request_timeout_s: float = 30.0, *, limiter: TokenBucket | None = None,
                  on_throttle: Callable[[float], None] | None = None, client: Any = None) -> None:
-        if client is None and configuration is not None and configuration.retries is None:
-            # urllib3 would repeat a timed-out read three times at once, so a call could last 4x
-            # its timeout (a lease read past the renew deadline); reconnects stay, reads are ours
-            # to retry, with backoff
-            configuration.retries = urllib3.Retry(total=3, connect=3, read=0, status=0, redirect=0)
+        if client is None and configuration is not None:
+            bound_retries(configuration)
         self.client = client if client is not None else k8s_client.ApiClient(configuration)
         self.request_timeout_s = request_timeout_s
         self.limiter = limiter

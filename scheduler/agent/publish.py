@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from models.errors import KubeApiError, ToposchedError
+from scheduler.adapters.kube import bound_retries
 
 OWNED_LABELS_ANNOTATION = "toposched.io/labels"
 MERGE_PATCH = "application/merge-patch+json"
@@ -52,8 +53,7 @@ def core_api(kubeconfig: str | None = None, configuration: Any = None) -> client
             where = kubeconfig or ("in-cluster service account" if os.environ.get("KUBERNETES_SERVICE_HOST")
                                    else "the default kubeconfig")
             raise ToposchedError(f"cannot configure the Kubernetes client from {where}: {exc}") from None
-    if configuration.retries is None:  # a timed-out read is the next round's to retry, not urllib3's (4x)
-        configuration.retries = urllib3.Retry(total=3, connect=3, read=0, status=0, redirect=0)
+    bound_retries(configuration)  # a timed-out read is the next round's to retry
     return client.CoreV1Api(client.ApiClient(configuration))
 
 
