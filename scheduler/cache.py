@@ -212,6 +212,7 @@ class ClusterCache:
         self.bound: dict[str, BoundPod] = {}
         self.by_node: dict[str, set[str]] = {}
         self.pending: dict[str, dict[str, Any]] = {}
+        self.nominated: set[str] = set()  # pending pods with status.nominatedNodeName (preemptors)
         self.gated: set[str] = set()
         self.groups: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
         self.budgets: dict[tuple[str, str], Budget] = {}  # (namespace, name) -> PodDisruptionBudget
@@ -286,7 +287,7 @@ class ClusterCache:
             return "gone"
         node = spec.get("nodeName")
         if node:
-            self.pending.pop(key, None)
+            self._unpend(key)
             self.gated.discard(key)
             old = self.bound.get(key)
             uid = (pod.get("metadata") or {}).get("uid") or ""
@@ -319,23 +320,35 @@ class ClusterCache:
             self.delete_pod(key)
         ours = (spec.get("schedulerName") or "default-scheduler") == self.scheduler_name
         if not ours:
-            self.pending.pop(key, None)
+            self._unpend(key)
             self.gated.discard(key)
             return "other"
         if workloads.is_ours(pod, self.scheduler_name):
             self.gated.discard(key)
-            self.pending[key] = dict(pod)
+            self._pend(key, pod)
             return "pending"
-        self.pending.pop(key, None)
+        self._unpend(key)
         if spec.get("schedulingGates") and not (pod.get("metadata") or {}).get("deletionTimestamp"):
             self.gated.add(key)
             return "gated"
         self.gated.discard(key)
         return "other"
 
+    def _pend(self, key: str, pod: Mapping[str, Any]) -> None:
+        self.pending[key] = dict(pod)
+        status = pod.get("status")
+        if isinstance(status, Mapping) and status.get("nominatedNodeName"):
+            self.nominated.add(key)
+        else:
+            self.nominated.discard(key)
+
+    def _unpend(self, key: str) -> None:
+        self.pending.pop(key, None)
+        self.nominated.discard(key)
+
     def delete_pod(self, key: str) -> bool:
         """The pod is gone (deleted or finished): free what it held. True when it held something."""
-        self.pending.pop(key, None)
+        self._unpend(key)
         self.gated.discard(key)
         self.bad_annotations.pop(key, None)
         rec = self.bound.pop(key, None)

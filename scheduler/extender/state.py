@@ -193,8 +193,7 @@ class CacheState:
 
     def nominated_pods(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [p for p in self.cache.pending.values()
-                    if isinstance(p.get("status"), Mapping) and p["status"].get("nominatedNodeName")]
+            return [self.cache.pending[k] for k in sorted(self.cache.nominated)]  # kept by the cache: no scan
 
     def pending_group_pods(self, gang: str) -> list[dict[str, Any]]:
         with self._lock:
