@@ -129,7 +129,11 @@ def remap(src: GangProblem, dst: GangProblem, a: Assignment) -> Assignment | Non
     counts = np.zeros((len(dst.nodes), dst.n_roles), dtype=np.int64)
     counts[to] = a.counts[used]
     sd = None
-    if dst.slice_level is not None:
+    if dst.slice_level is not None and dst.slice_level != src.slice_level:
+        # an elastic gang's slices collapsed into the required domain: every slice is there
+        assert dst.slice_level == dst.required and dst.slice_level != dst.host
+        sd = np.full(a.units, int(dst.levels[dst.slice_level].dom[to[0]]), dtype=np.int64)
+    elif dst.slice_level is not None:
         sd = a.slice_dom
         if dst.slice_level == dst.host:
             sd = where[src.nodes[a.slice_dom]]

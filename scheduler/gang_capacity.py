@@ -290,7 +290,11 @@ def build_problem(snap: Snapshot, req: GangRequest, base: GangBase, required: in
     a = snap.arrays
     chain = _chain_doms(snap, base.has_clique)
     if slice_level is not None and required is not None and slice_level <= required:
-        slice_level = None  # every slice is inside the one required domain anyway
+        # Every slice is inside the one required domain anyway. A gang placed whole needs no
+        # slice rule then; an elastic one still counts in whole slices, with the required
+        # domain as every slice's domain.
+        elastic = req.min_members is not None and req.min_members < req.size
+        slice_level = required if elastic else None
     unit = req.slice_size if slice_level is not None else 1
     assert unit is not None
     roles = np.repeat(np.arange(len(req.roles)), [r.count for r in req.roles])

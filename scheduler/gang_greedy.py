@@ -180,9 +180,16 @@ def _attempt(prob: GangProblem, k: int) -> Assignment | None:
         if picks is None or len(picks) != 1:
             return None
         (c, _), = picks
+        if slice_mode and prob.slice_level == lvl:
+            # an elastic gang whose slices all sit in the required domain: every slice's
+            # domain is that one, and below it the units are members
+            run.slice_dom[:] = uniq[c]
+            run.next_slice = k
+            slice_mode = False
+            d = int(role_counts[prob.primary])
         if lvl == prob.host:
             run.counts[uniq[c]] = role_counts
-            return Assignment(run.counts, k) if prob.fits(np.array([uniq[c]]), run.counts) else None
+            return Assignment(run.counts, k, run.slice_dom) if prob.fits(np.array([uniq[c]]), run.counts) else None
         pos = pos[inv == c]
         start = lvl + 1
     if not run.descend(start, pos, d, slice_mode, role_counts):

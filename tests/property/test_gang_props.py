@@ -115,6 +115,7 @@ def test_gang_placement_properties(cluster, req):
     if out.placed and req.required_level == "clique":
         assert len({int(a.clique[i]) for i in idx}) == 1 and a.clique[idx[0]] >= 0
     if out.placed and req.slice_size is not None:
+        assert len(out.placements) % req.slice_size == 0, "an elastic gang places whole slices"
         if req.slice_level == "host":
             dom = np.arange(a.n_nodes)
         elif req.slice_level == "clique":

@@ -332,3 +332,38 @@ def test_sort_key_negates_members_only():
         balance = None
 
     assert sort_key(P(), {"members": 3, "nodes": 2, "link_cost": 0, "fragmentation": 5}) == (-3, 2, 0, 5)
+
+
+@pytest.mark.parametrize("solver", ["greedy", "cpsat"])
+@pytest.mark.parametrize(("slice_level", "required"), [("rack", "rack"), ("rack", "host"), ("host", "host"),
+                                                       ("block", "rack")])
+def test_an_elastic_gang_places_whole_slices_even_inside_its_required_domain(solver, slice_level, required):
+    """slice_size 2 inside the required domain: room for three members is one slice, not one and a half."""
+    nodes = []
+    for i in range(2):
+        node = make_node(f"n{i}", 8, block="b0", rack="r0")
+        node["cpu_milli"] = 9000 if i == 0 else 1000
+        nodes.append(node)
+    ledger = Ledger(build_arrays(build(make_cluster(*nodes, levels=["block", "rack"]))))
+    gang = GangRequest(name="g", roles=(GangRole(name="w", count=4, cpu_milli=3000),), min_members=2, slice_size=2,
+                       slice_level=slice_level, required_level=required)
+    out = place(ledger.snapshot(), [gang], PlacementConfig(gang={"solver": solver})).outcomes[0]
+    assert out.placed and [p.pod for p in out.placements] == ["g/w-0", "g/w-1"]
+    assert {p.node for p in out.placements} == {"n0"}
+
+
+def test_an_elastic_sliced_gang_narrowed_to_one_clique_keeps_its_warm_start():
+    """Greedy keeps the gang in one clique, so CP-SAT solves with clique required; the rack slices
+    collapse into that clique and greedy's slice domains must follow (they were rack ids)."""
+    nodes = []
+    for i, (rack, clique) in enumerate([("r0", None)] * 3 + [("r1", "c0")] * 2):
+        node = make_node(f"n{i}", 2, block="b0", rack=rack)
+        if clique:
+            node["clique"] = clique
+        nodes.append(node)
+    ledger = Ledger(build_arrays(build(make_cluster(*nodes, levels=["block", "rack"]))))
+    gang = GangRequest(name="g", roles=(GangRole(name="w", count=2, gpus=2),), min_members=1, slice_size=1,
+                       slice_level="rack")
+    out = place(ledger.snapshot(), [gang], PlacementConfig()).outcomes[0]
+    assert out.placed and out.report.status == SolverStatus.OPTIMAL
+    assert sorted(p.node for p in out.placements) == ["n3", "n4"]
