@@ -52,7 +52,7 @@ class GangBase:
     shapes: tuple[PodShape, ...]
     order: tuple[int, ...]
     cap: np.ndarray  # [N, R]
-    free: np.ndarray  # [N, C]: BASE_COLUMNS, then one per name of ``ext_names``
+    free: np.ndarray  # [N, C]: BASE_COLUMNS, one per name of ``ext_names``, one per ``shared_sizes``
     need: np.ndarray  # [R, C]
     counts: dict[str, int]  # primary role's filter reasons
     role_counts: list[dict[str, int]]
@@ -63,6 +63,7 @@ class GangBase:
     has_clique: bool
     cache: dict[str, Any] = field(default_factory=dict)
     ext_names: tuple[str, ...] = ()  # extended resources some role asks for (columns BASE_COLUMNS..)
+    shared_sizes: tuple[int, ...] = ()  # milli of shared-GPU roles: a slot column each, after the extended ones
 
 
 def level_index(a: Any, has_clique: bool, name: str) -> int | None:
@@ -101,7 +102,9 @@ def gang_base(engine: Any, snap: Snapshot, req: GangRequest, ctx: Context, has_c
     gf = snap.gpu_free
     full_free = (gf == GPU_MILLI).sum(axis=1).astype(np.int64)
     ext_names = tuple(sorted({name for s in shapes for name, _ in s.extended}))
-    cols = BASE_COLUMNS + len(ext_names)
+    shared_sizes = tuple(sorted({s.gpu_milli for s in shapes if s.is_shared}))
+    slot0 = BASE_COLUMNS + len(ext_names)
+    cols = slot0 + len(shared_sizes)
     free = np.zeros((n, cols), dtype=np.int64)
     free[:, WHOLE] = full_free
     free[:, MILLI] = np.where(gf > 0, gf, 0).sum(axis=1)
@@ -112,6 +115,12 @@ def gang_base(engine: Any, snap: Snapshot, req: GangRequest, ctx: Context, has_c
         k = snap.arrays.ext_index(name)
         if k >= 0:  # a resource no node offers stays 0 everywhere
             free[:, BASE_COLUMNS + j] = snap.free_ext[:, k]
+    for j, m in enumerate(shared_sizes):
+        # slots of m milli: each GPU holds free // m shares of that size. A whole-GPU member
+        # takes a fully free GPU, i.e. 1000 // m slots; a shared member of size m' at least
+        # m' // m of them. Exact when the gang has one shared size (pooled milli is not: four
+        # 600m shares need four GPUs), a necessary condition with several.
+        free[:, slot0 + j] = (np.where(gf > 0, gf, 0) // m).sum(axis=1)
     free = np.maximum(free, 0)
     need = np.zeros((nr, cols), dtype=np.int64)
     cap = np.zeros((n, nr), dtype=np.int64)
@@ -126,6 +135,8 @@ def gang_base(engine: Any, snap: Snapshot, req: GangRequest, ctx: Context, has_c
         need[r, CPU], need[r, MEM], need[r, PODS] = s.cpu_milli, s.memory_mib, 1
         for name, amount in s.extended:
             need[r, BASE_COLUMNS + ext_names.index(name)] = amount
+        for j, m in enumerate(shared_sizes):
+            need[r, slot0 + j] = s.gpu_milli // m if s.is_shared else s.gpus * (GPU_MILLI // m)
         ok, counts = filter_counts(engine, snap, s, ctx)
         oks.append(ok)
         role_counts.append(counts)
@@ -144,7 +155,7 @@ def gang_base(engine: Any, snap: Snapshot, req: GangRequest, ctx: Context, has_c
         if rail is not None:
             cap[:, p] = np.minimum(cap[:, p], _slot_prefix(snap, rail))
     return GangBase(shapes, order, cap, free, need, role_counts[p], role_counts, int((cap[:, p] > 0).sum()), rail,
-                    full_free, oks, has_clique, ext_names=ext_names)
+                    full_free, oks, has_clique, ext_names=ext_names, shared_sizes=shared_sizes)
 
 
 def _full_bits(snap: Snapshot, nodes: np.ndarray) -> np.ndarray:

@@ -47,7 +47,7 @@ class GangProblem:
     order: tuple[int, ...]  # role indices, heaviest first; order[0] is the primary role
     nodes: np.ndarray  # int64 [M]: cluster node index of each candidate
     cap: np.ndarray  # int64 [M, R]: members of role r that fit on the node alone
-    free: np.ndarray  # int64 [M, C]: whole GPUs, GPU milli, CPU milli, MiB, pod slots, then ``ext_names``
+    free: np.ndarray  # int64 [M, C]: whole GPUs, GPU milli, CPU milli, MiB, pod slots, ``ext_names``, shared slots
     need: np.ndarray  # int64 [R, C]: what one member of role r takes of each
     link: np.ndarray  # int64 [M, R]: link cost per member of role r on the node
     frag: np.ndarray  # int64 [M]: free whole GPUs on the node plus in each domain it belongs to

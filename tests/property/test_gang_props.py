@@ -8,6 +8,9 @@ worse than greedy's, and releasing the placements restores the ledger exactly.
 
 from __future__ import annotations
 
+import itertools
+from collections import Counter
+
 import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -194,3 +197,49 @@ def test_optimal_matches_brute_force(cluster, count, gpus, balanced, required):
     else:
         assert out.report.status == SolverStatus.OPTIMAL
         assert tuple(out.report.objective.values()) == best
+
+
+def _node_holds(free: list[int], shares: int, milli: int, whole: int, gpus: int) -> bool:
+    """Brute force: ``whole`` members of ``gpus`` fully free GPUs and ``shares`` of ``milli`` on one node."""
+    full = [g for g, f in enumerate(free) if f == 1000]
+    if whole * gpus > len(full):
+        return False
+    for taken in itertools.combinations(full, whole * gpus):  # fully free GPUs are alike for the shares
+        left = [f for g, f in enumerate(free) if g not in taken]
+        for spot in itertools.product(range(len(left)), repeat=shares):
+            use = Counter(spot)
+            if all(use[g] * milli <= left[g] for g in use):
+                return True
+        break
+    return False
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(st.sampled_from([0, 0, 0, 300, 500, 700, 1000]), min_size=2, max_size=4), min_size=1,
+                max_size=3),
+       st.integers(0, 5), st.sampled_from([300, 400, 600]), st.integers(0, 2), st.sampled_from([1, 2]),
+       st.sampled_from(["greedy", "cpsat"]))
+def test_shared_and_whole_gpu_roles_are_placed_exactly_when_they_fit(used, shares, milli, whole, gpus, solver):
+    """A gang of shared-GPU and whole-GPU members is placed iff some split over the nodes packs,
+    GPU by GPU (checked by brute force), and then no GPU is over-committed."""
+    assume(shares + whole > 0)
+    nodes = [make_node(f"n{i}", len(u), rack="r0") for i, u in enumerate(used)]
+    led = Ledger(build_arrays(build(make_cluster(*nodes, levels=["rack"]))))
+    for i, u in enumerate(used):
+        for g, milli_used in enumerate(u):
+            if milli_used:
+                led.observe(Allocation(f"busy-{i}-{g}", i, (g,), milli_used, 0, 0))
+    roles = []
+    if shares:
+        roles.append(GangRole(name="s", count=shares, gpus=1, gpu_milli=milli))
+    if whole:
+        roles.append(GangRole(name="w", count=whole, gpus=gpus))
+    req = GangRequest(name="ml/g", roles=tuple(roles))
+    free = [[1000 - x for x in u] for u in used]
+    fits = any(all(_node_holds(free[n], s[n], milli, w[n], gpus) for n in range(len(used)))
+               for s in _compositions([shares] * len(used), shares) for w in _compositions([whole] * len(used), whole))
+    out = place(led.snapshot(), [req], GREEDY if solver == "greedy" else CPSAT).outcomes[0]
+    assert out.placed == fits, out.reason
+    for p in out.placements:
+        led.assume(Allocation(p.pod, led.arrays.node_index[p.node], p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib))
+    led.check_invariants()
