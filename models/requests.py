@@ -144,3 +144,42 @@ class RequestFile(_Strict):
     pods: tuple[PodRequest, ...] = ()
     gangs: tuple[GangRequest, ...] = ()
     replica_sets: tuple[ReplicaSetRequest, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RequestFile:
+        """Every pod the file places has its own name, every gang and replica set too.
+
+        Two requests under one name would both be placed and their outcomes could not be told
+        apart. Checked in the engine's order (gangs, replica sets, pods); the error names the
+        later place and the earlier one.
+        """
+        self._check_unique([(g.name, f"gangs[{i}].name", f"gangs[{i}]") for i, g in enumerate(self.gangs)])
+        self._check_unique([(r.owner, f"replica_sets[{i}].owner", f"replica_sets[{i}]")
+                            for i, r in enumerate(self.replica_sets)])
+        pods: dict[str, str] = {}
+        for i, g in enumerate(self.gangs):
+            for j, role in enumerate(g.roles):
+                for k in range(role.count):
+                    name = f"{g.name}/{role.name}-{k}"
+                    _claim(pods, name, f"gangs[{i}] as member {k} of role {role.name!r}",
+                           f"gangs[{i}].roles[{j}]: member {name!r}")
+        for i, r in enumerate(self.replica_sets):
+            for k in range(r.replicas):
+                name = f"{r.owner}-{k}"
+                _claim(pods, name, f"replica_sets[{i}] as replica {k}", f"replica_sets[{i}].owner: replica {name!r}")
+        for i, p in enumerate(self.pods):
+            _claim(pods, p.name, f"pods[{i}]", f"pods[{i}].name: {p.name!r}")
+        return self
+
+    @staticmethod
+    def _check_unique(entries: list[tuple[str, str, str]]) -> None:
+        seen: dict[str, str] = {}
+        for name, path, where in entries:
+            _claim(seen, name, where, f"{path}: {name!r}")
+
+
+def _claim(seen: dict[str, str], name: str, where: str, what: str) -> None:
+    """Record that ``where`` uses ``name``; a name used before is an error naming both places."""
+    first = seen.setdefault(name, where)
+    if first != where:
+        raise ValueError(f"{what} is already used by {first}")

@@ -132,3 +132,45 @@ def test_a_level_the_cluster_does_not_have_is_an_input_error(tmp_path, capsys, r
     path.write_text(request_text)
     assert main(["place", "--cluster", "superpod-su", "--request", str(path)]) == 2
     assert f"{where}: unknown level 'rack'; use one of pod, su, host" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("request_text", "message"), [
+    ("pods: [{name: ml/a, gpus: 1}, {name: ml/b, gpus: 1}, {name: ml/a, gpus: 1}]\n",
+     "pods[2].name: 'ml/a' is already used by pods[0]"),
+    ("pods: [{name: ml/job/worker-1, gpus: 1}]\ngangs: [{name: ml/job, roles: [{name: worker, count: 2, gpus: 1}]}]\n",
+     "pods[0].name: 'ml/job/worker-1' is already used by gangs[0] as member 1 of role 'worker'"),
+    ("pods: [{name: ml/chat-1, gpus: 1}]\nreplica_sets: [{owner: ml/chat, replicas: 2, pod: {gpus: 1}}]\n",
+     "pods[0].name: 'ml/chat-1' is already used by replica_sets[0] as replica 1"),
+    ("gangs: [{name: ml/job, roles: [{name: w, gpus: 1}]}, {name: ml/job, roles: [{name: x, gpus: 1}]}]\n",
+     "gangs[1].name: 'ml/job' is already used by gangs[0]"),
+    ("gangs: [{name: a, roles: [{name: b/c, gpus: 1}]}, {name: a/b, roles: [{name: c, gpus: 1}]}]\n",
+     "gangs[1].roles[0]: member 'a/b/c-0' is already used by gangs[0] as member 0 of role 'b/c'"),
+    ("replica_sets: [{owner: ml/chat, replicas: 1, pod: {gpus: 1}}, {owner: ml/chat, replicas: 2, pod: {gpus: 1}}]\n",
+     "replica_sets[1].owner: 'ml/chat' is already used by replica_sets[0]"),
+    ("replica_sets: [{owner: ml/job/w, replicas: 1, pod: {gpus: 1}}]\ngangs: [{name: ml/job, roles: [{name: w, gpus: 1}]}]\n",
+     "replica_sets[0].owner: replica 'ml/job/w-0' is already used by gangs[0] as member 0 of role 'w'"),
+], ids=["pod-pod", "pod-gang-member", "pod-replica", "gang-gang", "gang-member-member", "replica-set-owner",
+        "replica-gang-member"])
+def test_a_name_used_twice_in_a_request_file_names_both_places(tmp_path, capsys, request_text, message):
+    """Two requests under one name were both placed; each pod, gang and replica set has its own name."""
+    path = tmp_path / "request.yaml"
+    path.write_text(request_text)
+    assert main(["place", "--cluster", "superpod-su", "--request", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"toposched: error: {path}: {message}")
+
+
+def test_a_request_may_reuse_a_name_across_kinds_that_place_no_pod_of_that_name(tmp_path, capsys):
+    """A gang named like a pod places `<gang>/<role>-<i>`, not the pod's name: no clash."""
+    path = tmp_path / "request.yaml"
+    path.write_text("pods: [{name: ml/job, gpus: 1}]\ngangs: [{name: ml/job, roles: [{name: w, gpus: 1}]}]\n")
+    assert main(["place", "--cluster", "superpod-su", "--request", str(path), "--json"]) == 0
+    outcomes = json.loads(capsys.readouterr().out)["outcomes"]
+    assert [p["pod"] for o in outcomes for p in o["placements"]] == ["ml/job/w-0", "ml/job"]
+
+
+def test_a_pod_listed_twice_in_the_state_file_is_still_refused(tmp_path, capsys):
+    state = tmp_path / "state.yaml"
+    state.write_text("allocations:\n  - {pod: ml/a, node: dgx-000, gpus: [0]}\n  - {pod: ml/a, node: dgx-001, gpus: [0]}\n")
+    rc = main(["place", "--cluster", "superpod-su", "--state", str(state), "--request", str(EX / "inference-8gpu.yaml")])
+    assert rc == 2
+    assert f"{state}: allocations[1].pod: pod listed twice (got 'ml/a')" in capsys.readouterr().err
