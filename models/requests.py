@@ -129,13 +129,16 @@ class GangRequest(_Strict):
 
 
 class ReplicaSetRequest(_Strict):
-    """Inference replicas of one owner, spread over ``spread_level`` domains."""
+    """Inference replicas of one owner, spread over ``spread_level`` domains.
+
+    Each replica's GPU set is chosen as any pod's (inside one NVLink island where the node
+    has one free); there is no per-request switch for that (docs/requests.md).
+    """
 
     owner: str
     replicas: Annotated[int, Field(ge=1, le=10_000)]
     pod: Resources
     spread_level: str | None = None
-    prefer_island: bool = True
 
 
 class RequestFile(_Strict):

@@ -174,3 +174,12 @@ def test_a_pod_listed_twice_in_the_state_file_is_still_refused(tmp_path, capsys)
     rc = main(["place", "--cluster", "superpod-su", "--state", str(state), "--request", str(EX / "inference-8gpu.yaml")])
     assert rc == 2
     assert f"{state}: allocations[1].pod: pod listed twice (got 'ml/a')" in capsys.readouterr().err
+
+
+def test_prefer_island_is_not_a_replica_set_key(tmp_path, capsys):
+    """`prefer_island` was accepted and read by nothing; a strict model refuses it as unknown."""
+    path = tmp_path / "request.yaml"
+    path.write_text("replica_sets: [{owner: ml/chat, replicas: 2, prefer_island: false, pod: {gpus: 2}}]\n")
+    assert main(["place", "--cluster", "superpod-su", "--request", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"toposched: error: {path}: replica_sets[0].prefer_island: unknown key 'prefer_island'"), err
