@@ -12,6 +12,7 @@ import numpy as np
 from models import presets
 from models.cluster import Cluster, load_cluster
 from models.errors import ToposchedError
+from models.spec import ResolvedNode
 from models.topology import NodeTypeArrays, TopologyArrays, build_arrays, nvlink_generation
 
 NAME = "cluster"
@@ -82,11 +83,16 @@ def _ranges(indices: tuple[int, ...]) -> str:
     return ",".join(out)
 
 
-def _type_summary(name: str, t: NodeTypeArrays, topo: Any, nodes: int) -> dict[str, Any]:
+def _type_summary(name: str, t: NodeTypeArrays, node: ResolvedNode, nodes: int) -> dict[str, Any]:
+    topo = node.topology
     nvlinked = int((t.nvlinks > 0).sum()) > 0
     return {
         "name": name,
         "nodes": nodes,
+        "cpu_milli": node.cpu_milli,
+        "memory_mib": node.memory_mib,
+        "max_pods": node.max_pods,
+        "extended_resources": dict(node.extended_resources),
         "gpus_per_node": t.n_gpus,
         "gpu_model": topo.gpus.model,
         "nvswitch": t.nvswitch,
@@ -126,10 +132,16 @@ def summarize(cluster: Cluster, arrays: TopologyArrays) -> dict[str, Any]:
             "bandwidth_gbps": spec.bandwidth_gbps,
             "domains": domains,
         })
-    type_nodes = np.bincount(arrays.node_type, minlength=len(arrays.types))
-    first_node = {int(t): i for i, t in reversed(list(enumerate(arrays.node_type)))}
-    types = [_type_summary(arrays.type_names[k], t, cluster.nodes[first_node[k]].topology, int(type_nodes[k]))
-             for k, t in enumerate(arrays.types)]
+    # A node type as the spec names it, with its resources: nodes of one topology (one entry of
+    # arrays.types, which the engine keys its GPU-set tables by) but another name, CPU, memory,
+    # pod limit or extended resources are another line.
+    kinds: dict[tuple[Any, ...], list[int]] = {}  # key -> [first node, node count]
+    for i, nd in enumerate(cluster.nodes):
+        key = (nd.type_name, int(arrays.node_type[i]), nd.cpu_milli, nd.memory_mib, nd.max_pods,
+               tuple(nd.extended_resources.items()))
+        kinds.setdefault(key, [i, 0])[1] += 1
+    types = [_type_summary(key[0], arrays.types[key[1]], cluster.nodes[first], count)
+             for key, (first, count) in kinds.items()]
     clique_sizes = np.bincount(arrays.clique[arrays.clique >= 0], minlength=len(arrays.clique_names))
     return {
         "name": cluster.name,
@@ -156,6 +168,15 @@ def _plural(count: int, word: str) -> str:
 def _count_range(values: list[int], unit: str) -> str:
     lo, hi = min(values), max(values)
     return f"{_plural(lo, unit)} each" if lo == hi else f"{lo}-{hi} {unit}s"
+
+
+def _resources(t: dict[str, Any]) -> str:
+    """``64 CPUs, 512 GiB memory, 110 pods, rdma/ib 4``."""
+    mem = t["memory_mib"]
+    parts = [f"{t['cpu_milli'] / 1000:g} CPUs", f"{mem // 1024} GiB memory" if mem % 1024 == 0 else f"{mem} MiB memory",
+             _plural(t["max_pods"], "pod")]
+    parts += [f"{name} {amount}" for name, amount in t["extended_resources"].items()]
+    return ", ".join(parts)
 
 
 def render_summary(s: dict[str, Any]) -> str:
@@ -198,6 +219,7 @@ def render_summary(s: dict[str, Any]) -> str:
         nic = f"{_plural(len(nics), 'NIC')} ({rates} Gb/s)" if nics else "no NICs listed"
         lines.append(f"  {t['name']}: {_plural(t['nodes'], 'node')}, {t['gpus_per_node']}x {t['gpu_model'] or '(unnamed)'}")
         lines.append(f"    {nv}; NVLink islands {isl}; NUMA {','.join(map(str, t['numa_nodes'])) or '-'}; {nic}")
+        lines.append(f"    per node: {_resources(t)}")
     lines.append("")
     c = s["cliques"]
     if c["count"]:

@@ -110,6 +110,32 @@ def test_show_text(capsys, spec_file):
     assert lines[-1] == "NVLink cliques: none"
 
 
+def test_show_keeps_node_types_with_the_same_gpus_but_other_resources_apart(capsys, tmp_path):
+    """Types were grouped by topology alone: `big` (more CPU, memory, rdma/ib) showed as `small`."""
+    four = make_topology(4, "A100")
+    spec = make_cluster(
+        make_node("s-0", type="small"), make_node("b-0", type="big"), make_node("b-1", type="big"),
+        {**make_node("b-2", type="big"), "cpu_milli": 96000},  # a node that overrides its type
+        node_types={"small": {"cpu_milli": 32000, "memory_mib": 262144, "topology": four},
+                    "big": {"cpu_milli": 128000, "memory_mib": 1048576, "extended_resources": {"rdma/ib": 4},
+                            "topology": four}})
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    code, out, _ = run(capsys, "cluster", "show", str(path))
+    assert code == 0
+    types = out.split("node types:\n")[1].split("\n\n")[0].splitlines()
+    assert [line for line in types if not line.startswith("    ") or "per node" in line] == [
+        "  small: 1 node, 4x A100", "    per node: 32 CPUs, 256 GiB memory, 110 pods",
+        "  big: 2 nodes, 4x A100", "    per node: 128 CPUs, 1024 GiB memory, 110 pods, rdma/ib 4",
+        "  big: 1 node, 4x A100", "    per node: 96 CPUs, 1024 GiB memory, 110 pods, rdma/ib 4",
+    ]
+    code, out, _ = run(capsys, "cluster", "show", str(path), "--json")
+    got = [(t["name"], t["nodes"], t["cpu_milli"], t["memory_mib"], t["extended_resources"])
+           for t in json.loads(out)["node_types"]]
+    assert got == [("small", 1, 32000, 262144, {}), ("big", 2, 128000, 1048576, {"rdma/ib": 4}),
+                   ("big", 1, 96000, 1048576, {"rdma/ib": 4})]
+
+
 def test_show_json_preset(capsys):
     code, out, _ = run(capsys, "cluster", "show", "nvl72-rack", "--json")
     assert code == 0
