@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -435,15 +436,34 @@ class ClusterSpec(_Strict):
 
     @model_validator(mode="after")
     def _check_levels(self) -> ClusterSpec:
+        check_levels(self.levels)
         names = [lv.name for lv in self.levels]
-        if len(set(names)) != len(names):
-            raise ValueError(f"levels: duplicate level names {names}")
         if self.rail_level is not None and self.rail_level not in names:
             raise ValueError(f"rail_level: {self.rail_level!r} is not one of the levels {names}")
         return self
 
     def level_names(self) -> list[str]:
         return [lv.name for lv in self.levels]
+
+
+def check_levels(levels: Sequence[LevelSpec]) -> None:
+    """Each level has its own name and its own node label (``label_key``): two levels on one
+    label would write each other's value on the node, and a node read back gives both the same."""
+    names = [lv.name for lv in levels]
+    if len(set(names)) != len(names):
+        raise ValueError(f"levels: duplicate level names {names}")
+    by_key: dict[str, int] = {}
+    for i, lv in enumerate(levels):
+        key = lv.label_key()
+        j = by_key.setdefault(key, i)
+        if j == i:
+            continue
+        if lv.label is not None:
+            head = f"levels[{i}].label: {key!r} of level {lv.name!r}"
+        else:
+            head = f"levels[{i}]: level {lv.name!r} gives no label, and its default {key!r}"
+        raise ValueError(f"{head} is already the label of level {levels[j].name!r} (levels[{j}]); "
+                         "give each level its own node label")
 
 
 class ResolvedNode(BaseModel):

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.spec import LevelSpec, parse_document, read_text, validate_model
+from models.spec import LevelSpec, check_levels, parse_document, read_text, validate_model
 from scheduler.engine import PlacementConfig
 from scheduler.failures import NodeFailureConfig
 from scheduler.leader import check_timings
@@ -133,6 +133,12 @@ class ServeConfig(_Strict):
     api_qps: Annotated[float, Field(ge=0)] = 0.0
     api_burst: Annotated[int, Field(ge=1)] = 100
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _check_levels(self) -> ServeConfig:
+        if self.levels is not None:
+            check_levels(self.levels)  # one name and one node label per level, as in a cluster spec
+        return self
 
 
 def load_serve_config(path: str | Path | None) -> ServeConfig:

@@ -280,8 +280,17 @@ GROUP = "  - {{name: 'g{{i}}', count: 2, type: dgx-h100, levels: {{rack: r1}}{ex
      + GROUP.replace("'g{{i}}'", "'h{{i}}'").format(extra=", clique_every: 2"),
      "cluster.yaml: groups[1].clique_format: clique 'clique-0' is made by groups[0] too"),
     ("nodes:\n" + "  " * 1 + "- " + "[" * 3000 + "]" * 3000 + "\n", "cluster.yaml: nested too deeply to read"),
+    ("levels: [{name: block, label: example.com/switch}, {name: rack, label: example.com/switch}]\n"
+     "nodes: [{name: a, type: dgx-h100, levels: {block: b1, rack: r1}}]\n",
+     "cluster.yaml: levels[1].label: 'example.com/switch' of level 'rack' is already the label of level 'block' "
+     "(levels[0]); give each level its own node label"),
+    ("levels: [{name: pod, label: topology.toposched.io/rack}, {name: rack}]\n"
+     "nodes: [{name: a, type: dgx-h100, levels: {pod: p1, rack: r1}}]\n",
+     "cluster.yaml: levels[1]: level 'rack' gives no label, and its default 'topology.toposched.io/rack' is "
+     "already the label of level 'pod' (levels[0])"),
 ], ids=["huge-cpu", "huge-numa", "duplicate-key", "duplicate-nvlink-pair", "name-with-newline",
-        "clique-format", "name-format-attribute", "clique-across-groups", "deep-nesting"])
+        "clique-format", "name-format-attribute", "clique-across-groups", "deep-nesting", "level-label-twice",
+        "level-default-label-taken"])
 def test_input_that_used_to_crash_or_be_taken_silently_is_named(tmp_path, text, expected):
     message = load_error(tmp_path, text)
     assert message.startswith(expected), message

@@ -44,8 +44,12 @@ def test_example_config_in_deploy_is_valid(tmp_path):
     ("workload_mix: {half_lfe_pods: 10}\n", "workload_mix.half_lfe_pods"),
     ("leader_election: {lease_name: Topo_Sched}\n", "leader_election.lease_name: 'Topo_Sched' is not a Lease name"),
     ("leader_election: {lease_namespace: a.b}\n", "leader_election.lease_namespace: 'a.b' is not a namespace"),
+    ("levels: [{name: block, label: example.com/sw}, {name: rack, label: example.com/sw}]\n",
+     "levels[1].label: 'example.com/sw' of level 'rack' is already the label of level 'block' (levels[0])"),
+    ("levels: [{name: rack}, {name: rack, label: example.com/rack}]\n", "levels: duplicate level names"),
 ], ids=["lease-timings", "backoff-order", "level-name", "workers", "extra-key", "literal", "qps", "burst",
-        "mix-publish", "mix-coverage", "mix-typo", "lease-name", "lease-namespace"])
+        "mix-publish", "mix-coverage", "mix-typo", "lease-name", "lease-namespace", "level-label-twice",
+        "level-name-twice"])
 def test_bad_config_names_the_file_and_path(tmp_path, text, where):
     path = tmp_path / "serve.yaml"
     path.write_text(text)
