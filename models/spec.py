@@ -27,6 +27,7 @@ PCIE_RELATIONS = ("PIX", "PXB", "PHB", "NODE", "SYS")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")  # \Z: "$" would let a final newline through
 MAX_GPUS_PER_NODE = 64  # the engine keeps a node's GPUs as bits of one 64-bit mask
+MAX_NVLINKS = 64  # bonded NVLinks between two GPUs, or per GPU to NVSwitch, that a spec takes
 
 
 def is_node_name(name: str) -> bool:
@@ -92,7 +93,7 @@ class NvLinkSpec(_Strict):
     """A bonded set of NVLinks between two GPUs of the same node."""
 
     gpus: tuple[int, int]
-    links: Annotated[int, Field(ge=1, le=64)] = 1
+    links: Annotated[int, Field(ge=1, le=MAX_NVLINKS)] = 1
 
     _local = field_validator("gpus", mode="before")(_reject_remote_gpu)
 
@@ -100,7 +101,7 @@ class NvLinkSpec(_Strict):
 class NvSwitchSpec(_Strict):
     """All GPUs of the node reach each other through NVSwitch."""
 
-    links_per_gpu: Annotated[int, Field(ge=1, le=64)] = 18
+    links_per_gpu: Annotated[int, Field(ge=1, le=MAX_NVLINKS)] = 18
 
 
 class PcieSpec(_Strict):

@@ -156,8 +156,10 @@ def _sources(args: argparse.Namespace) -> tuple[GpuSource | None, SmiSource | No
         nvml = NvmlSource(record=bool(args.record))
     smi = None
     if not args.no_nvidia_smi:
-        runner = saved_outputs(args.smi_topo, args.smi_query) if args.smi_topo or args.smi_query else run_command
-        smi = SmiSource(run=runner, binary=args.nvidia_smi, timeout_s=args.smi_timeout)
+        saved = args.smi_topo or args.smi_query
+        runner = saved_outputs(args.smi_topo, args.smi_query) if saved else run_command
+        files = {"topo": args.smi_topo, "query": args.smi_query} if saved else {}
+        smi = SmiSource(run=runner, binary=args.nvidia_smi, timeout_s=args.smi_timeout, files=files)
     return nvml, smi
 
 

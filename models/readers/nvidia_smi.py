@@ -15,7 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from models.errors import SpecError
-from models.spec import PCIE_RELATIONS, GpuSpec, NicSpec, NodeTopologySpec, NvLinkSpec, NvSwitchSpec
+from models.spec import (
+    MAX_GPUS_PER_NODE,
+    MAX_NVLINKS,
+    PCIE_RELATIONS,
+    GpuSpec,
+    NicSpec,
+    NodeTopologySpec,
+    NvLinkSpec,
+    NvSwitchSpec,
+)
 
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 GPU_COLUMN_RE = re.compile(r"GPU\d+$")
@@ -200,6 +209,9 @@ def parse_topo_matrix(text: str, source: str) -> TopoMatrix:
         if not NIC_NAME_RE.match(c):
             raise fail(header_no, f"{c!r} is neither a GPU, a NIC nor an affinity column")
     n, k, m = len(gpus), len(nic_cols), len(affinity)
+    if n > MAX_GPUS_PER_NODE:
+        raise fail(header_no, f"{n} GPU columns ({gpus[0]} ... {gpus[-1]}); toposched takes at most "
+                              f"{MAX_GPUS_PER_NODE} GPUs per node")
     expected = gpus + nic_cols
     cells: list[list[str]] = []
     tails: list[dict[str, str]] = []
@@ -235,6 +247,9 @@ def parse_topo_matrix(text: str, source: str) -> TopoMatrix:
                 raise fail(lineno, f"column {expected[j]}: {raw!r} is not a topology cell ({CELL_HELP})")
             if (j == r) != (cell == "X"):
                 raise fail(lineno, f"column {expected[j]}: {raw!r} " + ("must be X (self)" if j == r else "where X (self) is only allowed on the diagonal"))
+            if nvlink_count(cell) > MAX_NVLINKS:
+                raise fail(lineno, f"column {expected[j]}: {raw!r} is more bonded NVLinks than toposched takes "
+                                   f"(at most NV{MAX_NVLINKS})")
             row[j] = cell
         try:
             tail = _affinity_values(values, m if r < n else 0, "\t" in line)
@@ -454,9 +469,15 @@ def parse_query_xml(text: str, source: str) -> list[GpuInfo]:
     if root.tag != "nvidia_smi_log":
         raise SpecError(f"root element is <{root.tag}>, not <nvidia_smi_log>", source=source, path="line 1",
                         fix="pass the output of `nvidia-smi -q -x`")
+    elements = root.findall("gpu")
+    if len(elements) > MAX_GPUS_PER_NODE:
+        over = [m.start() for m in re.finditer(r"<gpu[\s>]", text)][MAX_GPUS_PER_NODE:]  # where GPU 64 starts
+        line = text.count("\n", 0, over[0]) + 1 if over else 1
+        raise SpecError(f"{len(elements)} GPUs (<gpu> elements); toposched takes at most {MAX_GPUS_PER_NODE} "
+                        "GPUs per node", source=source, path=f"line {line}")
     out = []
     search_from = 0
-    for idx, gpu in enumerate(root.findall("gpu")):
+    for idx, gpu in enumerate(elements):
         bus = gpu.get("id", "")
         anchor = f'<gpu id="{bus}"' if bus else "<gpu"
         line = _line_of(text, anchor, search_from)

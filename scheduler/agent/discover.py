@@ -23,7 +23,7 @@ from typing import Any
 from models.errors import SpecError, ToposchedError
 from models.readers.k8s_node import GPU_MEMORY_LABEL, GPU_PRODUCT_LABEL
 from models.readers.nvidia_smi import GpuInfo, TopoMatrix, gfd_model_name, gpu_numa_nodes
-from models.spec import PCIE_RELATIONS, GpuSpec, NicSpec, NodeTopologySpec, NvLinkSpec, NvSwitchSpec
+from models.spec import MAX_GPUS_PER_NODE, PCIE_RELATIONS, GpuSpec, NicSpec, NodeTopologySpec, NvLinkSpec, NvSwitchSpec
 from scheduler.agent.nvml_source import DeviceFacts, GpuSource, NvmlUnavailable, index_ranges, normalize_bus_id
 from scheduler.agent.smi_source import SmiSource, SmiUnavailable
 
@@ -241,6 +241,9 @@ def discover(nvml: GpuSource | None, smi: SmiSource | None, *, sys_root: Path = 
         why = "no NVIDIA GPU on the PCI bus" if on_pci is not None else f"{sys_root}/bus/pci unreadable, no driver"
         return _empty(notes + [f"{why}: a CPU-only node, an empty topology (nvidia-smi: {s.matrix_reason})"])
     n = len(facts) if facts is not None else s.matrix.n_gpus  # type: ignore[union-attr]
+    if facts is not None and nvml is not None and n > MAX_GPUS_PER_NODE:  # nvidia-smi's readers refuse it themselves
+        raise SpecError(f"NVML ({nvml.kind}) sees {n} GPUs; toposched takes at most {MAX_GPUS_PER_NODE} GPUs per node",
+                        source="discover")
     if facts is not None and s.matrix is not None and s.matrix.n_gpus != n:
         raise SpecError(f"NVML sees {n} GPUs but `nvidia-smi topo -m` shows {s.matrix.n_gpus}", source="discover",
                         fix="check that no GPU fell off the bus (nvidia-smi -L) and run again")

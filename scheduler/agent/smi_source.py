@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,7 +78,14 @@ class SmiSource:
     run: Runner = run_command
     binary: str = "nvidia-smi"
     timeout_s: float = DEFAULT_TIMEOUT_S
+    # saved outputs ``run`` reads ("topo", "query" -> file): a malformed one is named by its file
+    files: Mapping[str, str | Path | None] = field(default_factory=dict)
     _cache: dict[str, object] = field(default_factory=dict, repr=False)
+
+    def _source(self, key: str, command: str) -> str:
+        """What a reader's error names: the command, and the file its output was saved in."""
+        saved = self.files.get(key)
+        return f"{saved} ({self.binary} {command})" if saved else f"{self.binary} {command}"
 
     def _ask(self, key: str, args: Sequence[str]) -> str:
         if key not in self._cache:
@@ -93,11 +100,11 @@ class SmiSource:
 
     def topo_matrix(self) -> TopoMatrix:
         """``nvidia-smi topo -m``, parsed (``SpecError`` naming the line when malformed)."""
-        return parse_topo_matrix(self._ask("topo", ["topo", "-m"]), f"{self.binary} topo -m")
+        return parse_topo_matrix(self._ask("topo", ["topo", "-m"]), self._source("topo", "topo -m"))
 
     def query(self) -> list[GpuInfo]:
         """``nvidia-smi -q -x``, parsed: one ``GpuInfo`` per GPU."""
-        return parse_query_xml(self._ask("query", ["-q", "-x"]), f"{self.binary} -q -x")
+        return parse_query_xml(self._ask("query", ["-q", "-x"]), self._source("query", "-q -x"))
 
     def pcie_generations(self) -> list[int | None]:
         """Per GPU, the highest PCIe generation GPU and slot support (``max_link_gen`` of ``-q -x``)."""

@@ -81,8 +81,54 @@ def test_garbled_nvidia_smi_exits_2_naming_the_line(tmp_path, sysfs, capsys):
     (tmp_path / "topo.txt").write_text("\tGPU0\tGPU1\tCPU Affinity\nGPU0\t X \tNV4\t0-7\nGPU1\tNVX\t X \t0-7\n")
     status, out, err = run_cli(capsys, "--no-nvml", "--smi-topo", str(tmp_path / "topo.txt"), "--sys-root", str(sysfs))
     assert (status, out) == (2, "")
-    assert err == ("toposched: error: nvidia-smi topo -m: line 3: column GPU0: 'NVX' is not a topology cell "
-                   "(X, NV#, PIX, PXB, PHB, NODE or SYS)\n")
+    assert err == (f"toposched: error: {tmp_path / 'topo.txt'} (nvidia-smi topo -m): line 3: column GPU0: 'NVX' is not "
+                   "a topology cell (X, NV#, PIX, PXB, PHB, NODE or SYS)\n")
+
+
+def _topo_text(n: int, cell: str = "NV4") -> str:
+    head = "\t" + "\t".join(f"GPU{i}" for i in range(n)) + "\tCPU Affinity\tNUMA Affinity\n"
+    return head + "".join("\t".join([f"GPU{i}", *(" X " if i == j else cell for j in range(n)), "0-7", "0"]) + "\n"
+                          for i in range(n))
+
+
+def _query_xml(n: int) -> str:
+    gpu = ('<gpu id="00000000:{i:02X}:00.0"><uuid>GPU-{i}</uuid><product_name>P</product_name>'
+           "<fb_memory_usage><total>1024 MiB</total></fb_memory_usage></gpu>")
+    return "<nvidia_smi_log>\n" + "\n".join(gpu.format(i=i) for i in range(n)) + "\n</nvidia_smi_log>\n"
+
+
+@pytest.mark.parametrize(("topo", "query", "message"), [
+    (_topo_text(65), None, "{topo} (nvidia-smi topo -m): line 1: 65 GPU columns (GPU0 ... GPU64); toposched takes "
+                           "at most 64 GPUs per node"),
+    (_topo_text(2, "NV65"), None, "{topo} (nvidia-smi topo -m): line 2: column GPU1: 'NV65' is more bonded NVLinks "
+                                  "than toposched takes (at most NV64)"),
+    (_topo_text(64), _query_xml(65), "{query} (nvidia-smi -q -x): line 66: 65 GPUs (<gpu> elements); toposched "
+                                     "takes at most 64 GPUs per node"),
+], ids=["topo-65-gpus", "topo-nv65", "query-65-gpus"])
+def test_saved_nvidia_smi_beyond_the_product_limits_exits_2_naming_the_file(tmp_path, sysfs, capsys, topo, query,
+                                                                            message):
+    """These ended in `internal error: ValidationError` (exit 1) when the topology was built."""
+    files = {"topo": tmp_path / "topo.txt", "query": tmp_path / "q.xml"}
+    files["topo"].write_text(topo)
+    args = ["--no-nvml", "--smi-topo", str(files["topo"]), "--sys-root", str(sysfs)]
+    if query is not None:
+        files["query"].write_text(query)
+        args += ["--smi-query", str(files["query"])]
+    status, out, err = run_cli(capsys, *args)
+    assert (status, out) == (2, "")
+    assert err == f"toposched: error: {message.format(**files)}\n"
+
+
+def test_nvml_with_more_than_64_gpus_exits_2(tmp_path, sysfs, capsys):
+    doc = json.loads((RECORDS / "dgx-h100.json").read_text())
+    doc["gpus"] = [{**doc["gpus"][i % 8], "index": i, "uuid": f"GPU-{i}", "pci": f"00000000:{i:02X}:00.0"}
+                   for i in range(65)]
+    doc["topology"] = [[None if a == b else 50 for b in range(65)] for a in range(65)]
+    (tmp_path / "rec.json").write_text(json.dumps(doc))
+    status, _, err = run_cli(capsys, "--replay", str(tmp_path / "rec.json"), "--no-nvidia-smi", "--sys-root", str(sysfs))
+    assert status == 2
+    assert err == ("toposched: error: discover: NVML (replay:rec.json) sees 65 GPUs; toposched takes at most 64 GPUs "
+                   "per node\n")
 
 
 @pytest.mark.parametrize("args, message", [

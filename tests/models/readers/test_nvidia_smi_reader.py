@@ -327,3 +327,36 @@ def test_garbled_topo_text_names_source_line_and_problem(text, message):
 def test_topo_matrix_checks_programmatic_input():
     with pytest.raises(SpecError, match=r"^m: gpu_cells\[0\]\[1\]: not symmetric \(NV1 vs SYS\)"):
         TopoMatrix(gpus=("GPU0", "GPU1"), gpu_cells=(("X", "NV1"), ("SYS", "X")), source="m")
+
+
+# --------------------------------------------------------------------------- the product's limits
+
+
+def _xml_gpus(n: int) -> str:
+    gpu = ('<gpu id="00000000:{i:02X}:00.0"><uuid>GPU-{i}</uuid><product_name>P</product_name>'
+           "<fb_memory_usage><total>1024 MiB</total></fb_memory_usage></gpu>")
+    return "<nvidia_smi_log>\n" + "\n".join(gpu.format(i=i) for i in range(n)) + "\n</nvidia_smi_log>\n"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (full("NV4", 65), "topo.txt: line 1: 65 GPU columns (GPU0 ... GPU64); toposched takes at most 64 GPUs per node"),
+    (two_gpus("NV65"), "topo.txt: line 2: column GPU1: 'NV65' is more bonded NVLinks than toposched takes (at most NV64)"),
+], ids=["65-gpus", "nv65"])
+def test_topo_m_beyond_the_product_limits_is_named(text, message):
+    """These ended in an internal error (a pydantic ValidationError) when the topology was built."""
+    with pytest.raises(SpecError) as exc:
+        parse_topo_matrix(text, "topo.txt")
+    assert str(exc.value).startswith(message), str(exc.value)
+
+
+def test_topo_m_at_the_product_limits_builds_a_topology():
+    topo = topology_from_matrix(parse_topo_matrix(full("NV4", 64), "topo.txt"))
+    assert topo.gpus.count == 64
+    assert topology_from_matrix(parse_topo_matrix(two_gpus("NV64"), "topo.txt")).nvlink_matrix()[0][1] == 64
+
+
+def test_query_xml_with_more_than_64_gpus_names_the_65th():
+    assert len(parse_query_xml(_xml_gpus(64), "q.xml")) == 64
+    with pytest.raises(SpecError) as exc:
+        parse_query_xml(_xml_gpus(65), "q.xml")
+    assert str(exc.value) == "q.xml: line 66: 65 GPUs (<gpu> elements); toposched takes at most 64 GPUs per node"
