@@ -11,6 +11,7 @@ See docs/requests.md for every field.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -160,19 +161,24 @@ class RequestFile(_Strict):
         self._check_unique([(r.owner, f"replica_sets[{i}].owner", f"replica_sets[{i}]")
                             for i, r in enumerate(self.replica_sets)])
         pods: dict[str, str] = {}
+        for name, where, what in self.pod_names():
+            _claim(pods, name, where, what)
+        return self
+
+    def pod_names(self) -> Iterator[tuple[str, str, str]]:
+        """Every pod the file places, in the engine's order: ``(name, where, what)``, e.g.
+        ``("ml/g/worker-1", "gangs[0] as member 1 of role 'worker'", "gangs[0].roles[0]: member 'ml/g/worker-1'")``."""
         for i, g in enumerate(self.gangs):
             for j, role in enumerate(g.roles):
                 for k in range(role.count):
                     name = f"{g.name}/{role.name}-{k}"
-                    _claim(pods, name, f"gangs[{i}] as member {k} of role {role.name!r}",
-                           f"gangs[{i}].roles[{j}]: member {name!r}")
+                    yield name, f"gangs[{i}] as member {k} of role {role.name!r}", f"gangs[{i}].roles[{j}]: member {name!r}"
         for i, r in enumerate(self.replica_sets):
             for k in range(r.replicas):
                 name = f"{r.owner}-{k}"
-                _claim(pods, name, f"replica_sets[{i}] as replica {k}", f"replica_sets[{i}].owner: replica {name!r}")
+                yield name, f"replica_sets[{i}] as replica {k}", f"replica_sets[{i}].owner: replica {name!r}"
         for i, p in enumerate(self.pods):
-            _claim(pods, p.name, f"pods[{i}]", f"pods[{i}].name: {p.name!r}")
-        return self
+            yield p.name, f"pods[{i}]", f"pods[{i}].name: {p.name!r}"
 
     @staticmethod
     def _check_unique(entries: list[tuple[str, str, str]]) -> None:

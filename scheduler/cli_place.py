@@ -60,6 +60,15 @@ def _check_levels(request: RequestFile, arrays: Any, source: str) -> None:
             raise SpecError(f"unknown level {name!r}", source=source, path=path, fix=f"use one of {', '.join(known)}")
 
 
+def _check_not_allocated(request: RequestFile, ledger: Ledger, source: str, state: str) -> None:
+    """A pod the request places is not one the state file already holds (it would hold GPUs twice)."""
+    for name, _, what in request.pod_names():
+        if ledger.get(name) is not None:
+            path, _, rest = what.partition(": ")
+            raise SpecError(f"{rest} is already allocated in {state}", source=source, path=path,
+                            fix="drop it from the request, or from the state file's allocations to place it anew")
+
+
 def decide(args: argparse.Namespace) -> Decision:
     cluster = load_cluster(args.cluster)
     arrays = build_arrays(cluster)
@@ -85,6 +94,8 @@ def decide(args: argparse.Namespace) -> Decision:
         raise SpecError(str(exc.args[0]), source=args.config or "--profile") from None
     request = load_request(args.request)
     _check_levels(request, arrays, args.request)
+    if args.state:
+        _check_not_allocated(request, ledger, args.request, args.state)
     rng = np.random.default_rng(config.seed)
     return place(ledger.snapshot(), request, engine, Context(mix=file_mix(request), rng=rng))
 

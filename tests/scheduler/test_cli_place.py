@@ -183,3 +183,20 @@ def test_prefer_island_is_not_a_replica_set_key(tmp_path, capsys):
     assert main(["place", "--cluster", "superpod-su", "--request", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"toposched: error: {path}: replica_sets[0].prefer_island: unknown key 'prefer_island'"), err
+
+
+@pytest.mark.parametrize(("request_text", "path", "what"), [
+    ("pods:\n  - {name: ml/a, gpus: 1}\n", "pods[0].name", "'ml/a'"),
+    ("gangs:\n  - {name: ml/g, roles: [{name: w, count: 2, gpus: 1}]}\n", "gangs[0].roles[0]", "member 'ml/g/w-1'"),
+    ("replica_sets:\n  - {owner: ml/r, replicas: 2, pod: {gpus: 1}}\n", "replica_sets[0].owner", "replica 'ml/r-0'"),
+])
+def test_a_pod_the_state_file_already_holds_is_not_placed_again(tmp_path, capsys, request_text, path, what):
+    """Placing it anew would give it a second set of GPUs while the first stays allocated."""
+    state = tmp_path / "state.yaml"
+    state.write_text("allocations:\n  - {pod: ml/a, node: dgx-000, gpus: [0]}\n  - {pod: ml/g/w-1, node: dgx-001, gpus: [0]}\n"
+                     "  - {pod: ml/r-0, node: dgx-002, gpus: [0]}\n")
+    req = tmp_path / "req.yaml"
+    req.write_text(request_text)
+    rc = main(["place", "--cluster", "superpod-su", "--state", str(state), "--request", str(req)])
+    assert rc == 2
+    assert f"{req}: {path}: {what} is already allocated in {state}" in capsys.readouterr().err
