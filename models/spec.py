@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -447,24 +447,33 @@ class ClusterSpec(_Strict):
         return [lv.name for lv in self.levels]
 
 
-def check_levels(levels: Sequence[LevelSpec]) -> None:
+def check_levels(levels: Sequence[LevelSpec], fallback: Mapping[str, str] | None = None) -> None:
     """Each level has its own name and its own node label (``label_key``): two levels on one
-    label would write each other's value on the node, and a node read back gives both the same."""
+    label would write each other's value on the node, and a node read back gives both the same.
+
+    ``fallback`` (level name -> label) is the label a reader also tries for a level that names
+    none (e.g. ``zone`` -> ``topology.kubernetes.io/zone``); it must not be another level's either.
+    """
     names = [lv.name for lv in levels]
     if len(set(names)) != len(names):
         raise ValueError(f"levels: duplicate level names {names}")
     by_key: dict[str, int] = {}
     for i, lv in enumerate(levels):
-        key = lv.label_key()
-        j = by_key.setdefault(key, i)
-        if j == i:
-            continue
-        if lv.label is not None:
-            head = f"levels[{i}].label: {key!r} of level {lv.name!r}"
-        else:
-            head = f"levels[{i}]: level {lv.name!r} gives no label, and its default {key!r}"
-        raise ValueError(f"{head} is already the label of level {levels[j].name!r} (levels[{j}]); "
-                         "give each level its own node label")
+        keys = [lv.label_key()]
+        if lv.label is None and fallback and lv.name in fallback:
+            keys.append(fallback[lv.name])
+        for n, key in enumerate(keys):
+            j = by_key.setdefault(key, i)
+            if j == i:
+                continue
+            if lv.label is not None:
+                head = f"levels[{i}].label: {key!r} of level {lv.name!r}"
+            elif n == 0:
+                head = f"levels[{i}]: level {lv.name!r} gives no label, and its default {key!r}"
+            else:
+                head = f"levels[{i}]: level {lv.name!r} gives no label, and the well-known {key!r} it falls back to"
+            raise ValueError(f"{head} is already the label of level {levels[j].name!r} (levels[{j}]); "
+                             "give each level its own node label")
 
 
 class ResolvedNode(BaseModel):

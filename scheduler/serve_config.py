@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.readers.k8s_node import WELL_KNOWN_LEVEL_LABELS
 from models.spec import LevelSpec, check_levels, parse_document, read_text, validate_model
 from scheduler.engine import PlacementConfig
 from scheduler.failures import NodeFailureConfig
@@ -137,7 +138,9 @@ class ServeConfig(_Strict):
     @model_validator(mode="after")
     def _check_levels(self) -> ServeConfig:
         if self.levels is not None:
-            check_levels(self.levels)  # one name and one node label per level, as in a cluster spec
+            # one name and one node label per level, as in a cluster spec; the live reader also
+            # tries a well-known label for a level that names none, so that one counts too
+            check_levels(self.levels, WELL_KNOWN_LEVEL_LABELS)
         return self
 
 

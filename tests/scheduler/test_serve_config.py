@@ -47,9 +47,12 @@ def test_example_config_in_deploy_is_valid(tmp_path):
     ("levels: [{name: block, label: example.com/sw}, {name: rack, label: example.com/sw}]\n",
      "levels[1].label: 'example.com/sw' of level 'rack' is already the label of level 'block' (levels[0])"),
     ("levels: [{name: rack}, {name: rack, label: example.com/rack}]\n", "levels: duplicate level names"),
+    ("levels: [{name: region, label: topology.kubernetes.io/zone}, {name: zone}]\n",
+     "levels[1]: level 'zone' gives no label, and the well-known 'topology.kubernetes.io/zone' it falls back to "
+     "is already the label of level 'region' (levels[0])"),
 ], ids=["lease-timings", "backoff-order", "level-name", "workers", "extra-key", "literal", "qps", "burst",
         "mix-publish", "mix-coverage", "mix-typo", "lease-name", "lease-namespace", "level-label-twice",
-        "level-name-twice"])
+        "level-name-twice", "level-fallback-label-taken"])
 def test_bad_config_names_the_file_and_path(tmp_path, text, where):
     path = tmp_path / "serve.yaml"
     path.write_text(text)
