@@ -44,7 +44,8 @@ waiting behind another.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -53,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.placement import Placement, RequestOutcome
 from models.requests import GPU_MILLI, GangRequest, GangRole
 from plugins.base import Context
-from scheduler.repair import plan_repair
+from scheduler.repair import chain_dom, plan_repair
 
 log = logging.getLogger("toposched.failures")
 
@@ -364,11 +365,13 @@ class FailureHandler:
         req, members = built
         cache = sched.cache
         survivors = self._survivors(cache, rep.gang)
-        full, kept, old = _full_request(req, survivors, rep.lost, cache.arrays)
+        _, policy = sched._gang_policy([cache.pending[k] for k in members.values()])  # _build read it already
+        full, kept, old = _full_request(req, survivors, rep.lost, cache.arrays, (policy.slice_size, policy.slice_level))
+        groups = _slice_groups(full, kept, old, cache.arrays)
         snap = sched._snapshot({unit.key}, req.priority)  # nominated preemptors' rooms stay theirs
         pending = [m for m, _ in req.member_names()]
         if self.config.repair_gangs:
-            plan = plan_repair(sched.engine, snap, full, kept, pending, Context(), lost=old)
+            plan = plan_repair(sched.engine, snap, full, kept, pending, Context(), lost=old, slice_groups=groups)
         else:
             plan = None
         if plan is not None and plan.action == "repair":
@@ -403,12 +406,59 @@ class FailureHandler:
         sched.queue.backoff(unit.key)
 
 
-def _full_request(req: GangRequest, survivors: list[Any], lost: list[_Lost],
-                  arrays: Any) -> tuple[GangRequest, list[Placement], list[Placement]]:
+def _slice_groups(full: GangRequest, kept: list[Placement], old: list[Placement],
+                  arrays: Any) -> dict[str, Hashable] | None:
+    """Which slice each survivor and replacement belongs to, told by where they are.
+
+    Live pods are not named by rank, so slices are recovered from domains: the survivors in a
+    ``slice_level`` domain D are whole slices plus at most one partial slice, whose missing
+    members were lost in D. The first replacements of members lost in D join D until its
+    slices are whole again (key ``("in", D)``, the survivors' key); the rest of D's losses were
+    whole slices and go, ``slice_size`` together, wherever they fit (``("moved", D, chunk)``).
+    Members lost on a node gone from the cluster (no domain known) first complete the partial
+    slices still short, then move the same way.
+    """
+    if full.slice_size is None or full.slice_level is None:
+        return None
+    dom = chain_dom(arrays, full.slice_level)
+    if dom is None:
+        return None
+    size = full.slice_size
+    groups: dict[str, Hashable] = {}
+    survivors_in: Counter[int] = Counter()
+    for p in kept:
+        d = int(dom[p.node_index])
+        groups[p.pod] = ("in", d)
+        survivors_in[d] += 1
+    short = {d: -n % size for d, n in survivors_in.items()}
+    lost_in: dict[Hashable, list[str]] = {}
+    for p in old:
+        where: Hashable = int(dom[p.node_index]) if p.node_index >= 0 else "gone"
+        lost_in.setdefault(where, []).append(p.pod)
+    gone = lost_in.pop("gone", [])
+    for where, members in [*lost_in.items(), ("gone", gone)]:
+        fill = [where] if where != "gone" else sorted(short)
+        rest = []
+        for m in members:
+            d = next((d for d in fill if short.get(d, 0)), None)
+            if d is None:
+                rest.append(m)
+                continue
+            groups[m] = ("in", d)
+            short[d] -= 1
+        for i, m in enumerate(rest):
+            groups[m] = ("moved", where, i // size)
+    return groups
+
+
+def _full_request(req: GangRequest, survivors: list[Any], lost: list[_Lost], arrays: Any,
+                  slices: tuple[int | None, str | None] = (None, None)) -> tuple[GangRequest, list[Placement], list[Placement]]:
     """The whole gang (pending replacements + survivors), survivors as placements, lost GPU sets.
 
     Survivors join the role with their shape (a new role if none has it) after the pending
-    members, so the pending members keep the names ``_build`` gave them.
+    members, so the pending members keep the names ``_build`` gave them. ``slices``: the gang
+    policy's (slice_size, slice_level); the replacements' own request has none when they are
+    not whole slices.
     """
     roles = list(req.roles)
     counts = [r.count for r in roles]
@@ -426,8 +476,12 @@ def _full_request(req: GangRequest, survivors: list[Any], lost: list[_Lost],
         kept.append((idx, a))
         counts[idx] += 1
     new_roles = tuple(r.model_copy(update={"count": c}) for r, c in zip(roles, counts, strict=True))
+    slice_size, slice_level = slices
+    if slice_size is None or slice_level is None or sum(counts) % slice_size:
+        slice_size = slice_level = None  # no slices, or survivors that are no whole slices any more
     full = GangRequest(name=req.name, roles=new_roles, required_level=req.required_level,
-                       preferred_level=req.preferred_level, rail_aligned=req.rail_aligned, priority=req.priority)
+                       preferred_level=req.preferred_level, rail_aligned=req.rail_aligned, priority=req.priority,
+                       slice_size=slice_size, slice_level=slice_level)
     nxt = [r.count for r in req.roles] + [0] * (len(roles) - len(req.roles))
     places = []
     for idx, a in kept:

@@ -605,7 +605,6 @@ class Scheduler:
 
     def _build(self, unit: Unit) -> tuple[Any, dict[str, str]] | None:
         """The engine request for a unit (None: not ready or not readable; the unit is parked)."""
-        levels = self.cache.levels
         if not unit.is_gang:
             pod = self.cache.pending.get(unit.key)
             if pod is None or not self._placeable(unit.key):
@@ -622,11 +621,7 @@ class Scheduler:
             return None
         pods = [self.cache.pending[k] for k in keys]
         try:
-            ref = workloads.group_of(pods[0])
-            assert ref is not None
-            obj = self.cache.group_object(ref.object)
-            is_pg = ref.object is not None and ref.object.is_podgroup
-            policy = workloads.gang_policy(ref, pods, obj if is_pg else None, None if is_pg else obj, levels)
+            ref, policy = self._gang_policy(pods)
             bound = self.cache.bound_in_gang(gkey)
             if not policy.is_ready(len(pods) + bound):
                 self._short_of_members(unit, gkey, keys, len(pods) + bound, policy)
@@ -642,6 +637,14 @@ class Scheduler:
             self._park(unit, unschedulable=True)
             return None
         return req, dict(members)
+
+    def _gang_policy(self, pods: list[Any]) -> tuple[Any, Any]:
+        """The gang reference and policy of a gang's pending pods (``WorkloadError`` when unreadable)."""
+        ref = workloads.group_of(pods[0])
+        assert ref is not None
+        obj = self.cache.group_object(ref.object)
+        is_pg = ref.object is not None and ref.object.is_podgroup
+        return ref, workloads.gang_policy(ref, pods, obj if is_pg else None, None if is_pg else obj, self.cache.levels)
 
     def _placeable(self, key: str) -> bool:
         """Pending, and neither binding nor bound-but-not-yet-seen-by-the-watch."""

@@ -39,7 +39,7 @@ placement); if that fails too, ``requeue`` (delete them all, wait in the queue).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +55,14 @@ LINK_TIE_CANDIDATES = 32  # link_between is consulted only among this many best-
 
 
 def repair_gang(engine: Any, snap: Snapshot, gang: GangRequest, survivors: list[Placement],
-                lost_members: list[str], ctx: Context, *, lost: Sequence[Placement] = ()) -> RequestOutcome:
-    """Placements for ``lost_members`` that keep ``survivors`` fixed, or INFEASIBLE with a reason."""
+                lost_members: list[str], ctx: Context, *, lost: Sequence[Placement] = (),
+                slice_groups: Mapping[str, Hashable] | None = None) -> RequestOutcome:
+    """Placements for ``lost_members`` that keep ``survivors`` fixed, or INFEASIBLE with a reason.
+
+    ``slice_groups`` (member name -> slice key, survivors and lost members) says which members
+    share a slice where member names do not (the live scheduler's survivors and replacement
+    pods are not named by rank); without it a slice is ``slice_size`` consecutive member names.
+    """
     t0 = time.perf_counter()
     head = f"repair gang {gang.name}"
     roles = dict(gang.member_names())
@@ -81,7 +87,7 @@ def repair_gang(engine: Any, snap: Snapshot, gang: GangRequest, survivors: list[
         shape = PodShape.of(role)
         mask = region
         why = region_why
-        smask, swhy = _slice_region(a, gang, member, kept)
+        smask, swhy = _slice_region(a, gang, member, kept, slice_groups)
         if smask is not None:
             mask = smask if mask is None else mask & smask
             why = swhy if why is None else f"{why}, {swhy}"
@@ -125,11 +131,12 @@ class RepairPlan:
 
 
 def plan_repair(engine: Any, snap: Snapshot, gang: GangRequest, survivors: list[Placement],
-                lost_members: list[str], ctx: Context, *, lost: Sequence[Placement] = ()) -> RepairPlan:
+                lost_members: list[str], ctx: Context, *, lost: Sequence[Placement] = (),
+                slice_groups: Mapping[str, Hashable] | None = None) -> RepairPlan:
     """Repair keeping survivors; else re-place the whole gang; else requeue it."""
     from scheduler.gang import place_gang
 
-    res = repair_gang(engine, snap, gang, survivors, lost_members, ctx, lost=lost)
+    res = repair_gang(engine, snap, gang, survivors, lost_members, ctx, lost=lost, slice_groups=slice_groups)
     if res.placed:
         return RepairPlan("repair", res)
     freed = snap.copy()
@@ -166,7 +173,7 @@ def _heaviest_first(gang: GangRequest, lost: list[str], roles: dict[str, GangRol
     return sorted(dict.fromkeys(lost), key=lambda m: (rank[roles[m].name], index[m]))
 
 
-def _chain_dom(a: Any, level: str) -> np.ndarray | None:
+def chain_dom(a: Any, level: str) -> np.ndarray | None:
     """Domain id per node for a gang level name (a network level, ``clique`` or ``host``/``node``)."""
     if level in a.level_names:
         return a.domain[a.level_index(level)]
@@ -193,7 +200,7 @@ def _required_region(a: Any, gang: GangRequest, survivors: list[Placement]) -> t
     """Phase 2: nodes inside the survivors' required domain (None: no requirement)."""
     if gang.required_level is None:
         return None, None
-    dom = _chain_dom(a, gang.required_level)
+    dom = chain_dom(a, gang.required_level)
     if dom is None:
         return np.zeros(a.n_nodes, dtype=bool), f"unknown required level {gang.required_level!r}"
     ids = np.unique(dom[[p.node_index for p in survivors]])
@@ -205,20 +212,29 @@ def _required_region(a: Any, gang: GangRequest, survivors: list[Placement]) -> t
     return dom == ids[0], f"outside required {gang.required_level} {name}"
 
 
-def _slice_region(a: Any, gang: GangRequest, member: str, kept: list[Placement]) -> tuple[np.ndarray | None, str | None]:
+def _slice_region(a: Any, gang: GangRequest, member: str, kept: list[Placement],
+                  groups: Mapping[str, Hashable] | None = None) -> tuple[np.ndarray | None, str | None]:
     """Phase 2: with slices, the domain of the member's placed slice-mates."""
     if gang.slice_size is None or gang.slice_level is None:
         return None, None
-    dom = _chain_dom(a, gang.slice_level)
+    dom = chain_dom(a, gang.slice_level)
     if dom is None:
         return None, None
-    index = {m: i for i, (m, _) in enumerate(gang.member_names())}
-    j = index[member] // gang.slice_size
-    mates = [p for p in kept if p.pod in index and index[p.pod] // gang.slice_size == j]
+    if groups is not None:
+        key = groups.get(member)
+        if key is None:
+            return None, None
+        mates = [p for p in kept if groups.get(p.pod) == key]
+        label = "its slice's"
+    else:
+        index = {m: i for i, (m, _) in enumerate(gang.member_names())}
+        j = index[member] // gang.slice_size
+        mates = [p for p in kept if p.pod in index and index[p.pod] // gang.slice_size == j]
+        label = f"slice {j}'s"
     if not mates:
         return None, None
     d = int(dom[mates[0].node_index])
-    return dom == d, f"outside slice {j}'s {gang.slice_level} {_domain_name(a, gang.slice_level, mates)}"
+    return dom == d, f"outside {label} {gang.slice_level} {_domain_name(a, gang.slice_level, mates)}"
 
 
 def _rail_slots(gang: GangRequest, member: str, role: GangRole, kept: list[Placement],
@@ -330,7 +346,7 @@ def _link_key(a: Any, node: int, gpus: tuple[int, ...], kept: list[Placement], d
 
 def _check(a: Any, gang: GangRequest, placed: list[Placement]) -> str:
     if gang.required_level is not None:
-        dom = _chain_dom(a, gang.required_level)
+        dom = chain_dom(a, gang.required_level)
         if dom is not None and len(np.unique(dom[[p.node_index for p in placed]])) > 1:
             return f"members would span more than one {gang.required_level}"
     if len({p.pod for p in placed}) != len(placed):

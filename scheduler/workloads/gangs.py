@@ -90,11 +90,17 @@ def build_gang_request(ref: GroupRef, policy: GangPolicy, pods: Sequence[Mapping
 
     need = max(1, policy.min_members - bound)
     roles = tuple(GangRole(name=name, count=len(members), **dict(res)) for name, res, members in named)
+    slice_size, slice_level = policy.slice_size, policy.slice_level
+    if bound and slice_size is not None and len(pods) % slice_size:
+        # the rest of a gang some of whose members run (replacements for members lost with a
+        # node): their slices are partly bound, so they are no slices of their own; gang repair
+        # (failures.py) puts each where its slice is
+        slice_size = slice_level = None
     try:
         request = GangRequest(
             name=ref.key, roles=roles, min_members=need if need < len(pods) else None,
             required_level=policy.required_level, preferred_level=policy.preferred_level,
-            slice_size=policy.slice_size, slice_level=policy.slice_level, rail_aligned=policy.rail_aligned,
+            slice_size=slice_size, slice_level=slice_level, rail_aligned=policy.rail_aligned,
             priority=max(r.priority for r in roles),
         )
     except ValidationError as exc:

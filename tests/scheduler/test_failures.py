@@ -314,3 +314,77 @@ def test_disabled_detection_leaves_pods_alone():
     rig.set_ready(where, "False")
     rig.later(120)
     assert rig.cluster.bound()["default/a"] == where
+
+
+def test_a_lost_slice_member_is_replaced_in_its_slice_domain_not_next_to_most_survivors():
+    """Two slices of two (rack level): slice 0 on n0 n1, slice 1 on n3 n4. n1 dies; n5 would sit
+    next to two survivors, but the replacement belongs to slice 0 and goes to n2 in rack r0."""
+    rig = Rig()
+    bound = start_gang(rig, count=4, slice_size="2", slice_level="rack")
+    racks = {}
+    for key, n in bound.items():
+        racks.setdefault(rig.rack(n), []).append(key)
+    assert sorted(len(v) for v in racks.values()) == [2, 2]  # one slice per rack
+    victim = racks["r0"][0]
+    dead = bound[victim]
+    snapshot = dict(rig.cluster.pods)
+    rig.set_ready(dead, "False")
+    rig.later(31)
+    (new,) = rig.recreate(snapshot)
+    rig.run()
+    now = rig.cluster.bound()
+    assert rig.rack(now[new]) == "r0" and now[new] != dead
+    assert all(now[k] == bound[k] for k in bound if k != victim)
+    (note,) = rig.notes(new, "GangRepaired")
+    assert "kept 3 survivors, replaced 1" in note
+    assert rig.s.failures.repaired == 1
+
+
+def test_a_whole_lost_slice_moves_together():
+    """Slices of two at host level (two 4-GPU members per node): n0 dies with all of slice 0; its two
+    replacements land together on one node, and slice 1 stays."""
+    rig = Rig()
+    pods = o.our_gang("h", 4, 4, slice_size="2", slice_level="host")
+    for p in pods:
+        rig.cluster.add_pod(p)
+    rig.run()
+    bound = {k: v for k, v in rig.cluster.bound().items() if k.startswith("default/h-")}
+    assert len(set(bound.values())) == 2
+    dead = bound["default/h-0"]
+    lost = [k for k, n in bound.items() if n == dead]
+    snapshot = dict(rig.cluster.pods)
+    rig.set_ready(dead, "False")
+    rig.later(31)
+    new = rig.recreate(snapshot)
+    assert len(new) == len(lost) == 2
+    rig.run()
+    now = rig.cluster.bound()
+    assert now[new[0]] == now[new[1]] != dead
+    assert rig.s.failures.repaired == 1
+
+
+def test_slice_groups_join_a_partial_slice_first_then_move_whole_slices_together():
+    """Slices of two at rack level. r0 had {a, b} and {c, d}: b, c and d were lost there, so the first
+    replacement completes a's slice and the other two are one whole slice, free to move. r1 had
+    {e, f}: f was lost on a node since deleted (no domain), so it completes e's slice; g and h, lost
+    there too, are one slice that moves."""
+    from models.placement import Placement
+    from models.requests import GangRequest, GangRole
+    from models.topology import build_arrays
+    from scheduler.failures import _slice_groups
+    from tests.builders import build, make_cluster, make_node
+
+    arrays = build_arrays(build(make_cluster(*(make_node(f"n{i}", 8, rack=f"r{i // 2}") for i in range(4)),
+                                             levels=["rack"])))
+
+    def at(pod: str, node: str) -> Placement:
+        return Placement(pod, node, arrays.node_index.get(node, -1), (0,), 1000, 0, 0)
+
+    full = GangRequest(name="g", roles=(GangRole(name="w", count=8, gpus=1),), slice_size=2, slice_level="rack")
+    kept = [at("a", "n0"), at("e", "n2")]
+    old = [at("b", "n1"), at("c", "n1"), at("d", "n1"), at("f", "gone"), at("g", "gone"), at("h", "gone")]
+    groups = _slice_groups(full, kept, old, arrays)
+    r0, r1 = int(arrays.domain[0][0]), int(arrays.domain[0][2])
+    assert groups == {"a": ("in", r0), "e": ("in", r1), "b": ("in", r0), "c": ("moved", r0, 0), "d": ("moved", r0, 0),
+                      "f": ("in", r1), "g": ("moved", "gone", 0), "h": ("moved", "gone", 0)}
+    assert _slice_groups(full.model_copy(update={"slice_size": None, "slice_level": None}), kept, old, arrays) is None
