@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.placement import Placement, RequestOutcome
 from models.requests import GPU_MILLI, GangRequest, GangRole
 from plugins.base import Context
-from scheduler.repair import chain_dom, plan_repair
+from scheduler.repair import chain_dom, plan_repair, repair_gang
 
 log = logging.getLogger("toposched.failures")
 
@@ -246,7 +246,8 @@ class FailureHandler:
         self.repairing: dict[str, _Repair] = {}
         self.deleting: dict[str, str] = {}  # pods we deleted, by key -> the uid deleted (a re-created pod is not)
         self.repaired = 0  # gangs repaired keeping survivors (tests and logs read it)
-        self.restarted = 0  # gangs that could not be repaired
+        self.restarted = 0  # gangs that could not be repaired (or completed)
+        self.completed = 0  # partly bound gangs completed next to their bound members
 
     @property
     def failed(self) -> dict[str, NodeFailed]:
@@ -328,22 +329,30 @@ class FailureHandler:
     # ------------------------------------------------------------------ before a decision
 
     def take_repairs(self, sched: Any, units: list[Any], stats: Any) -> list[Any]:
-        """Decide the gang units that are repairs (survivors bound); return the other units."""
-        if not self.config.enabled or not self.repairing:
-            return units
+        """Decide the gang units some of whose members are bound; return the other units.
+
+        A gang that lost members on failed nodes is repaired next to its survivors. Any other
+        gang with bound members (a leader stopped in the middle of its bindings, or an elastic
+        gang's later pods) is completed next to them: placed on their own, the pending members
+        could leave the required domain or the slices the bound ones are in.
+        """
         rest = []
         for unit in units:
             gang = unit.key.removeprefix("gang:") if unit.is_gang else None
-            rep = self.repairing.get(gang) if gang is not None else None
-            if rep is None:
+            if gang is None:
                 rest.append(unit)
                 continue
-            if not self._survivors(sched.cache, gang):
+            rep = self.repairing.get(gang) if self.config.enabled else None
+            survivors = self._survivors(sched.cache, gang)
+            if not survivors:
                 self.repairing.pop(gang, None)  # nothing survived: an ordinary gang placement
                 rest.append(unit)
                 continue
             try:
-                self._repair(sched, unit, rep, stats)
+                if rep is not None:
+                    self._repair(sched, unit, rep, stats)
+                else:
+                    self._complete(sched, unit, gang, stats)
             except Exception as exc:  # noqa: BLE001 - a repair bug parks this gang, not the loop
                 log.exception("gang repair failed", extra={"gang": gang})
                 sched._scheduler_error(unit, f"internal error while repairing the gang: {type(exc).__name__}: {exc}")
@@ -355,8 +364,47 @@ class FailureHandler:
             return []
         names = cache.arrays.node_names
         return sorted((a for a in cache.ledger.of_gang(gang)
-                       if names[a.node] not in self.failed and not self.being_deleted(cache, a.key)),
+                       if names[a.node] not in self.failed and not self.being_deleted(cache, a.key)
+                       and not _terminating(cache, a.key)),
                       key=lambda a: a.key)
+
+    def _complete(self, sched: Any, unit: Any, gang: str, stats: Any) -> None:
+        """The pending members of a gang some of whose members are bound, placed next to those
+        (their required domain, their slices), or: the gang restarts when it is short of its
+        minimum, and waits when its bound members already make its minimum."""
+        built = sched._build(unit)
+        if built is None:
+            return
+        req, members = built
+        cache = sched.cache
+        survivors = self._survivors(cache, gang)
+        _, policy = sched._gang_policy([cache.pending[k] for k in members.values()])
+        full, kept, _ = _full_request(req, survivors, [], cache.arrays, (policy.slice_size, policy.slice_level))
+        pending = [m for m, _ in req.member_names()]
+        groups = _slice_groups(full, kept, [(m, -1) for m in pending], cache.arrays)
+        snap = sched._snapshot({unit.key}, req.priority)
+        res = repair_gang(sched.engine, snap, full, kept, pending, Context(), slice_groups=groups)
+        if res.placed:
+            self.completed += 1
+            note = res.report.note.replace("replaced", "placed", 1)
+            log.info("gang completed next to its bound members: %s", note, extra={"gang": gang})
+            out = RequestOutcome(req.name, "gang", res.placements,
+                                 replace(res.report, note=f"next to its {len(kept)} bound members: {note}"))
+            sched._apply_outcome(unit, req, members, out, stats)
+            return
+        why = res.reason.replace(f"repair gang {gang}: ", "", 1)
+        if len(survivors) >= policy.min_members:
+            # running already: the later pods wait for room next to it (preempting elsewhere would not help)
+            out = RequestOutcome(req.name, "gang", [], res.report,
+                                 f"gang {gang}: {len(survivors)} members are bound; the rest do not fit next to them "
+                                 f"({why})")
+            sched._apply_outcome(unit, req, members, out, stats, preempt=False)
+            return
+        self.restarted += 1
+        self._restart(sched, unit, gang, survivors, members,
+                      f"gang {gang} has {len(survivors)} bound members, short of its minimum "
+                      f"{policy.min_members}, and the rest do not fit next to them ({why})",
+                      "the whole gang is placed anew")
 
     def _repair(self, sched: Any, unit: Any, rep: _Repair, stats: Any) -> None:
         built = sched._build(unit)
@@ -367,7 +415,7 @@ class FailureHandler:
         survivors = self._survivors(cache, rep.gang)
         _, policy = sched._gang_policy([cache.pending[k] for k in members.values()])  # _build read it already
         full, kept, old = _full_request(req, survivors, rep.lost, cache.arrays, (policy.slice_size, policy.slice_level))
-        groups = _slice_groups(full, kept, old, cache.arrays)
+        groups = _slice_groups(full, kept, [(p.pod, p.node_index) for p in old], cache.arrays)
         snap = sched._snapshot({unit.key}, req.priority)  # nominated preemptors' rooms stay theirs
         pending = [m for m, _ in req.member_names()]
         if self.config.repair_gangs:
@@ -391,22 +439,35 @@ class FailureHandler:
         self.restarted += 1
         then = "the whole gang is placed anew" if plan is None or plan.action == "replace" else \
             "the whole gang waits in the queue"
-        note = (f"Deleted by toposched: gang {rep.gang} lost members on failed node(s) "
-                f"{', '.join(sorted(rep.nodes))} and cannot be repaired next to its survivors ({why}); {then}")
         log.warning("gang cannot be repaired: %s", why, extra={"gang": rep.gang})
+        self._restart(sched, unit, rep.gang, survivors, members,
+                      f"gang {rep.gang} lost members on failed node(s) {', '.join(sorted(rep.nodes))} and cannot be "
+                      f"repaired next to its survivors ({why})", then,
+                      f"gang {rep.gang} cannot be repaired ({why})")
+
+    def _restart(self, sched: Any, unit: Any, gang: str, survivors: list[Any], members: Mapping[str, str],
+                 cause: str, then: str, pending_cause: str | None = None) -> None:
+        """Delete the gang's bound members (with events saying why) and requeue its pending ones."""
+        cache = sched.cache
+        note = f"Deleted by toposched: {cause}; {then}"
         for a in survivors:
             sched.reporter.event(sched._ref(a.key), "Warning", "GangRestart", "Deleting", note, dedup=False)
             self.deleting[a.key] = _uid_of(cache, a.key) or ""
             _delete(sched, a.key)
         for key in members.values():
             sched.reporter.event(sched._ref(key), "Warning", "GangRestart", "Scheduling",
-                                 f"gang {rep.gang} cannot be repaired ({why}); its surviving members are deleted "
-                                 f"and {then}")
+                                 f"{pending_cause or cause}; its surviving members are deleted and {then}")
         sched.queue.requeue(unit)
         sched.queue.backoff(unit.key)
 
 
-def _slice_groups(full: GangRequest, kept: list[Placement], old: list[Placement],
+def _terminating(cache: Any, key: str) -> bool:
+    """A bound pod on its way out (deletionTimestamp set): not a member of the gang's current run."""
+    rec = cache.bound.get(key)
+    return rec is not None and rec.terminating
+
+
+def _slice_groups(full: GangRequest, kept: list[Placement], lost: list[tuple[str, int]],
                   arrays: Any) -> dict[str, Hashable] | None:
     """Which slice each survivor and replacement belongs to, told by where they are.
 
@@ -415,7 +476,8 @@ def _slice_groups(full: GangRequest, kept: list[Placement], old: list[Placement]
     members were lost in D. The first replacements of members lost in D join D until its
     slices are whole again (key ``("in", D)``, the survivors' key); the rest of D's losses were
     whole slices and go, ``slice_size`` together, wherever they fit (``("moved", D, chunk)``).
-    Members lost on a node gone from the cluster (no domain known) first complete the partial
+    Members lost on a node gone from the cluster (node index -1: no domain known), and the
+    pending members of a gang completed next to its bound ones, first complete the partial
     slices still short, then move the same way.
     """
     if full.slice_size is None or full.slice_level is None:
@@ -432,9 +494,9 @@ def _slice_groups(full: GangRequest, kept: list[Placement], old: list[Placement]
         survivors_in[d] += 1
     short = {d: -n % size for d, n in survivors_in.items()}
     lost_in: dict[Hashable, list[str]] = {}
-    for p in old:
-        where: Hashable = int(dom[p.node_index]) if p.node_index >= 0 else "gone"
-        lost_in.setdefault(where, []).append(p.pod)
+    for member, node in lost:
+        where: Hashable = int(dom[node]) if node >= 0 else "gone"
+        lost_in.setdefault(where, []).append(member)
     gone = lost_in.pop("gone", [])
     for where, members in [*lost_in.items(), ("gone", gone)]:
         fill = [where] if where != "gone" else sorted(short)

@@ -671,7 +671,7 @@ class Scheduler:
             self.queue.wait(unit.key)
 
     def _apply_outcome(self, unit: Unit, req: Any, members: dict[str, str], out: RequestOutcome,
-                       stats: CycleStats) -> None:
+                       stats: CycleStats, preempt: bool = True) -> None:
         stats.decided += 1
         self.metrics.solver_results.labels(status=out.report.status.value).inc()
         is_gang = isinstance(req, GangRequest)
@@ -695,7 +695,7 @@ class Scheduler:
                 # higher priority; plan again rather than wait out the nomination
                 self._end_nomination(unit.key, "its victims are gone but it still does not fit")
                 nom = None
-            if self.config.preemption and nom is None:
+            if self.config.preemption and nom is None and preempt:
                 self._to_preempt.append((unit, req, members))  # once the whole batch is assumed
             self._park(unit, unschedulable=True)
             return

@@ -382,9 +382,76 @@ def test_slice_groups_join_a_partial_slice_first_then_move_whole_slices_together
 
     full = GangRequest(name="g", roles=(GangRole(name="w", count=8, gpus=1),), slice_size=2, slice_level="rack")
     kept = [at("a", "n0"), at("e", "n2")]
-    old = [at("b", "n1"), at("c", "n1"), at("d", "n1"), at("f", "gone"), at("g", "gone"), at("h", "gone")]
+    old = [(p.pod, p.node_index) for p in (at("b", "n1"), at("c", "n1"), at("d", "n1"), at("f", "gone"),
+                                           at("g", "gone"), at("h", "gone"))]
     groups = _slice_groups(full, kept, old, arrays)
     r0, r1 = int(arrays.domain[0][0]), int(arrays.domain[0][2])
     assert groups == {"a": ("in", r0), "e": ("in", r1), "b": ("in", r0), "c": ("moved", r0, 0), "d": ("moved", r0, 0),
                       "f": ("in", r1), "g": ("moved", "gone", 0), "h": ("moved", "gone", 0)}
     assert _slice_groups(full.model_copy(update={"slice_size": None, "slice_level": None}), kept, old, arrays) is None
+
+
+# --------------------------------------------------------------------------- partly bound gangs
+
+
+def bind_directly(rig: Rig, pod: dict, node: str) -> None:
+    """A member bound before this scheduler saw it (a leader that stopped in the middle of the gang)."""
+    rig.cluster.add_pod({**pod, "spec": {**pod["spec"], "nodeName": node}, "status": {"phase": "Running"}})
+
+
+def busy(rig: Rig, name: str, node: str, gpus: int) -> None:
+    bind_directly(rig, o.pod(name, gpus), node)
+
+
+def test_a_partly_bound_gang_is_completed_in_its_bound_members_rack():
+    """g-0 was bound to n4 (rack r1) by a leader that then stopped. Rack r0 is the tighter fit for
+    one 8-GPU pod (12 free GPUs against 16), but the gang must stay in one rack: g-1 goes to r1."""
+    rig = Rig()
+    busy(rig, "busy-0", "n0", 4)
+    busy(rig, "busy-1", "n1", 8)
+    pods = o.our_gang("g", 2, 8, required_level="rack")
+    bind_directly(rig, pods[0], "n4")
+    rig.cluster.add_pod(pods[1])
+    rig.run()
+    now = rig.cluster.bound()
+    assert now["default/g-0"] == "n4" and rig.rack(now["default/g-1"]) == "r1"
+    assert rig.s.failures.completed == 1
+    rig.s.cache.ledger.check_invariants()
+
+
+def test_a_partly_bound_gang_short_of_its_minimum_restarts_when_the_rest_does_not_fit_next_to_it():
+    """g-0 is bound in rack r1, whose other nodes are full: the gang cannot be completed there,
+    so g-0 is deleted (no gang stays partly bound) and the gang is placed anew."""
+    rig = Rig()
+    busy(rig, "busy-3", "n3", 8)
+    busy(rig, "busy-5", "n5", 8)
+    pods = o.our_gang("g", 2, 8, required_level="rack")
+    bind_directly(rig, pods[0], "n4")
+    rig.cluster.add_pod(pods[1])
+    rig.run()
+    assert "default/g-0" not in rig.cluster.pods
+    (note,) = rig.notes("default/g-0", "GangRestart")
+    assert note.startswith("Deleted by toposched: gang default/g has 1 bound members, short of its minimum 2, and "
+                           "the rest do not fit next to them (")
+    assert rig.s.failures.restarted == 1
+    (new,) = rig.recreate({"default/g-0": pods[0]})
+    rig.later(11)
+    now = rig.cluster.bound()
+    assert {rig.rack(now[k]) for k in (new, "default/g-1")} == {"r0"}
+
+
+def test_an_elastic_gangs_later_pods_wait_for_room_next_to_its_running_members():
+    """An elastic gang (min 2 of 3) runs with two members in rack r1; its third pod does not fit in
+    r1 and waits, while the running members stay (they already make the minimum)."""
+    rig = Rig()
+    busy(rig, "busy-5", "n5", 8)
+    pods = o.our_gang("g", 3, 8, required_level="rack", gang_min_members="2")
+    bind_directly(rig, pods[0], "n3")
+    bind_directly(rig, pods[1], "n4")
+    rig.cluster.add_pod(pods[2])
+    rig.run()
+    assert "default/g-2" not in rig.cluster.bound()
+    assert rig.cluster.bound()["default/g-0"] == "n3" and rig.cluster.bound()["default/g-1"] == "n4"
+    (note,) = {e.note for e in rig.events.for_object("default/g-2", "FailedScheduling")}
+    assert note.startswith("gang default/g: 2 members are bound; the rest do not fit next to them (")
+    assert not rig.events.for_object("default/g-0", "GangRestart") and rig.s.failures.restarted == 0
