@@ -55,6 +55,7 @@ from models.placement import Placement, RequestOutcome
 from models.requests import GPU_MILLI, GangRequest, GangRole
 from plugins.base import Context
 from scheduler.repair import chain_dom, plan_repair, repair_gang
+from scheduler.snapshot import Snapshot
 
 log = logging.getLogger("toposched.failures")
 
@@ -379,18 +380,12 @@ class FailureHandler:
         cache = sched.cache
         survivors = self._survivors(cache, gang)
         _, policy = sched._gang_policy([cache.pending[k] for k in members.values()])
-        full, kept, _ = _full_request(req, survivors, [], cache.arrays, (policy.slice_size, policy.slice_level))
-        pending = [m for m, _ in req.member_names()]
-        groups = _slice_groups(full, kept, [(m, -1) for m in pending], cache.arrays)
         snap = sched._snapshot({unit.key}, req.priority)
-        res = repair_gang(sched.engine, snap, full, kept, pending, Context(), slice_groups=groups)
+        res = complete_gang(sched.engine, snap, req, survivors, (policy.slice_size, policy.slice_level))
         if res.placed:
             self.completed += 1
-            note = res.report.note.replace("replaced", "placed", 1)
-            log.info("gang completed next to its bound members: %s", note, extra={"gang": gang})
-            out = RequestOutcome(req.name, "gang", res.placements,
-                                 replace(res.report, note=f"next to its {len(kept)} bound members: {note}"))
-            sched._apply_outcome(unit, req, members, out, stats)
+            log.info("gang completed next to its bound members: %s", res.report.note, extra={"gang": gang})
+            sched._apply_outcome(unit, req, members, res, stats)
             return
         why = res.reason.replace(f"repair gang {gang}: ", "", 1)
         if len(survivors) >= policy.min_members:
@@ -459,6 +454,23 @@ class FailureHandler:
                                  f"{pending_cause or cause}; its surviving members are deleted and {then}")
         sched.queue.requeue(unit)
         sched.queue.backoff(unit.key)
+
+
+def complete_gang(engine: Any, snap: Snapshot, req: GangRequest, bound: list[Any],
+                  slices: tuple[int | None, str | None]) -> RequestOutcome:
+    """The pending members of ``req`` placed next to the gang's ``bound`` allocations (repair's
+    solve with them as survivors: their required domain, their slices; pending members complete
+    partial slices first), or INFEASIBLE with the reason. ``slices``: the gang policy's
+    (slice_size, slice_level)."""
+    full, kept, _ = _full_request(req, bound, [], snap.arrays, slices)
+    pending = [m for m, _ in req.member_names()]
+    groups = _slice_groups(full, kept, [(m, -1) for m in pending], snap.arrays)
+    res = repair_gang(engine, snap, full, kept, pending, Context(), slice_groups=groups)
+    if res.placed:
+        note = res.report.note.replace("replaced", "placed", 1)
+        res = RequestOutcome(req.name, "gang", res.placements,
+                             replace(res.report, note=f"next to its {len(kept)} bound members: {note}"))
+    return res
 
 
 def _terminating(cache: Any, key: str) -> bool:

@@ -52,6 +52,7 @@ from scheduler.engine import Engine, build_candidates, place
 from scheduler.extender import wire
 from scheduler.extender.reservations import ReservationBook, Slot
 from scheduler.extender.state import ClusterState
+from scheduler.failures import complete_gang
 from scheduler.ledger import LedgerError
 from scheduler.ports import Binder, EventSink, KubeApiError, ObjectRef
 from scheduler.snapshot import PodShape, Snapshot
@@ -493,8 +494,16 @@ class ExtenderHandlers:
         snap = self._snapshot()
         if snap is None:
             return f"gang {ref.key}: {UNKNOWN_NODE}"
-        decision = place(snap, [request], self.engine, self.ctx)
-        outcome = decision.outcomes[0]
+        running = self.state.bound_gang_allocations(ref.key) if bound else []
+        if running:
+            # some members are bound already (a reservation that timed out half bound, a restart):
+            # the rest go next to them, in their required domain and slices
+            outcome = complete_gang(self.engine, snap, request, running, (policy.slice_size, policy.slice_level))
+            if not outcome.placed:
+                return (f"gang {ref.key}: {len(running)} members are bound; the rest do not fit next to them "
+                        f"({outcome.reason.replace(f'repair gang {ref.key}: ', '', 1)})")
+        else:
+            outcome = place(snap, [request], self.engine, self.ctx).outcomes[0]
         if not outcome.placed:
             return outcome.reason or f"gang {ref.key} does not fit"
         pod_of = dict(members_map)

@@ -51,6 +51,9 @@ class ClusterState(Protocol):
 
     def bound_gang_members(self, gang: str) -> int: ...
 
+    def bound_gang_allocations(self, gang: str) -> list[Allocation]:
+        """The ledger's allocations of ``gang``'s members, bound or assumed, not terminating."""
+
     def pods_on_node(self, node: str) -> list[tuple[dict[str, Any], Allocation]]:
         """``({metadata: {uid, name: pod key, labels}, spec: {priority}}, allocation)`` of every pod the
         ledger has on ``node``."""
@@ -214,6 +217,14 @@ class CacheState:
     def bound_gang_members(self, gang: str) -> int:
         with self._lock:
             return self.cache.bound_in_gang(gang)
+
+    def bound_gang_allocations(self, gang: str) -> list[Allocation]:
+        with self._lock:
+            ledger, bound = self.cache.ledger, self.cache.bound
+            if ledger is None:
+                return []
+            return sorted((a for a in ledger.of_gang(gang) if not (a.key in bound and bound[a.key].terminating)),
+                          key=lambda a: a.key)
 
     def pods_on_node(self, node: str) -> list[tuple[dict[str, Any], Allocation]]:
         with self._lock:

@@ -257,6 +257,22 @@ def test_gang_slots_go_where_the_members_extended_resources_are():
     assert slots == {"n1", "n3"}
 
 
+def test_a_partly_bound_gang_is_completed_next_to_its_bound_member():
+    """w-0 is bound on n3 (rack r2) and the gang needs one rack: w-1 may only go to n4 in r2,
+    never to the roomier rack r1; with n4 too small it waits and says why."""
+    notes = {"toposched.io/required-level": "rack"}
+    nodes = cluster()
+    nodes[3] = k8s_node("n4", 8, rack="r2")
+    w0 = gang_pod("w-0", "llm", 2, annotations=notes, node="n3", on_gpus=tuple(range(8)))
+    w1 = gang_pod("w-1", "llm", 2, annotations=notes)
+    h = make_handlers(nodes, [w0, w1])
+    assert run_filter(h, w1).node_names == ["n4"]
+    small = make_handlers(cluster(), [w0, w1])  # n4 has 4 GPUs
+    res = run_filter(small, w1)
+    assert res.node_names == []
+    assert "gang ml/llm: 1 members are bound; the rest do not fit next to them (" in res.failed_nodes["n1"]
+
+
 def test_gang_waits_until_its_members_exist():
     h = make_handlers(cluster(), [gang_pod("w-1", "big", 3)])
     res = run_filter(h, gang_pod("w-0", "big", 3))
