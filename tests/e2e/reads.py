@@ -28,8 +28,9 @@ class PodReads:
     def bound(self, api: Any) -> dict[str, str]:
         return {n: p["spec"]["nodeName"] for n, p in self.alive(api).items() if p["spec"].get("nodeName")}
 
-    def events(self, api: Any, name: str, reason: str) -> list[str]:
-        items = api.request("GET", f"/api/v1/namespaces/{self.namespace}/events",
+    def events(self, api: Any, name: str, reason: str, namespace: str | None = None) -> list[str]:
+        """Notes of ``name``'s events with ``reason``; ``namespace`` for other objects' (a Node's: ``default``)."""
+        items = api.request("GET", f"/api/v1/namespaces/{namespace or self.namespace}/events",
                             query=[("fieldSelector", f"involvedObject.name={name},reason={reason}")])["items"]
         return [e.get("message") or e.get("note") or "" for e in items]
 
