@@ -36,10 +36,17 @@ def table(rows: dict[str, list[float]]) -> str:
 
 
 def main(folders: list[str]) -> int:
-    if not folders:
+    if not folders or any(f in ("-h", "--help") for f in folders):
         print(__doc__.strip(), file=sys.stderr)
-        return 2
-    runs = [json.loads((Path(f) / "summary.json").read_text()) for f in folders]
+        return 0 if folders else 2
+    runs = []
+    for f in folders:
+        path = Path(f) / "summary.json"
+        try:
+            runs.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            print(f"{path}: cannot read a `toposched simulate workload` summary: {exc}", file=sys.stderr)
+            return 2
     sums: dict[str, list[list[float]]] = {}
     for doc in runs:
         print(f"seed {doc['seed']}: `{doc['command']}`\n")
