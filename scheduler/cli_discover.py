@@ -194,6 +194,8 @@ def _write_record(path: str, nvml: NvmlSource) -> None:
     """Save NVML's answers (also those of a round that failed: that is when a record helps most)."""
     doc = nvml.recording()
     if doc is None:  # NVML could not even be imported: nothing was asked
+        _log(f"--record: no record written to {path}: nvidia-ml-py is not installed, so NVML was never asked "
+             "(pip install 'toposched[agent]')")
         return
     stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     about = f"NVML answers recorded by `toposched discover --record` at {stamp}; replay with --replay (docs/agent.md)"

@@ -264,3 +264,12 @@ def test_the_bandwidth_annotation_alone_does_not_repatch_the_node(apiserver, mon
     assert status == 0
     assert len(apiserver.store.find_requests(method="PATCH")) == 1
     assert "already up to date" in err
+
+
+def test_record_says_so_when_nvidia_ml_py_is_missing(monkeypatch, tmp_path, sysfs, capsys):
+    """Without nvidia-ml-py NVML is never asked: no file, and stderr says why (not a silent exit 0)."""
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    rec = tmp_path / "node.json"
+    status, _, err = run_cli(capsys, "--json", "--record", str(rec), "--no-nvidia-smi", "--sys-root", str(sysfs))
+    assert status == 0 and not rec.exists()
+    assert f"--record: no record written to {rec}: nvidia-ml-py is not installed" in err
