@@ -363,8 +363,10 @@ def viable(prob: GangProblem, required: int) -> np.ndarray:
         child = pos
     else:
         child = prob.levels[required].dom
-    slice_mode = prob.slice_level is not None
-    uc, per_role = unit_capacity(prob, pos, child, slice_mode)
+    # an elastic gang's slices collapsed into the required domain (slice level = required) need
+    # only room for their members there
+    slice_mode = prob.slice_level is not None and prob.slice_level != required
+    uc, per_role = unit_capacity(prob, pos, child, slice_mode, upper=True)
     d, counts = demand(prob, prob.min_units, slice_mode)
     ok = (uc >= d) & (per_role >= counts).all(axis=1)
     return ok[child]

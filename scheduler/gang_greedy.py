@@ -174,19 +174,22 @@ def _attempt(prob: GangProblem, k: int) -> Assignment | None:
     start = 0
     if prob.required is not None:
         lvl = prob.required
+        collapsed = slice_mode and prob.slice_level == lvl
+        if collapsed:
+            # an elastic gang whose slices all sit in the required domain: every slice's
+            # domain is that one, so the units are members there (slices of several kinds
+            # counted as the largest of each role would not fit where they do)
+            slice_mode = False
+            d = int(role_counts[prob.primary])
         uniq, inv, uc, per_role = run.children(lvl, pos, slice_mode)
         hold = (per_role >= role_counts).all(axis=1)
         picks = run.pick(uc, hold, run.ties(lvl, pos, uniq), d, balanced=False)
         if picks is None or len(picks) != 1:
             return None
         (c, _), = picks
-        if slice_mode and prob.slice_level == lvl:
-            # an elastic gang whose slices all sit in the required domain: every slice's
-            # domain is that one, and below it the units are members
+        if collapsed:
             run.slice_dom[:] = uniq[c]
             run.next_slice = k
-            slice_mode = False
-            d = int(role_counts[prob.primary])
         if lvl == prob.host:
             run.counts[uniq[c]] = role_counts
             return Assignment(run.counts, k, run.slice_dom) if prob.fits(np.array([uniq[c]]), run.counts) else None

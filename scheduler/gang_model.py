@@ -123,11 +123,15 @@ class Assignment:
     slice_dom: np.ndarray | None = None  # int64 [units]: slice-domain id of each slice
 
 
-def unit_capacity(prob: GangProblem, pos: np.ndarray, child: np.ndarray, slice_mode: bool) -> tuple[np.ndarray, np.ndarray]:
+def unit_capacity(prob: GangProblem, pos: np.ndarray, child: np.ndarray, slice_mode: bool,
+                  upper: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per child (dense ``child`` ids over ``pos``): units it can take alone, and members per role.
 
     In slice mode a unit is a slice, counted per slice-domain inside the child (a slice
-    never spans two); otherwise a unit is a member of the primary role.
+    never spans two); otherwise a unit is a member of the primary role. Slices count as the
+    largest of each role any slice has (all of them fit); with ``upper``, an upper bound
+    instead (for ruling domains out): a slice takes ``unit`` members, at least the fewest
+    of each role any slice has.
     """
     nch = int(child.max()) + 1 if len(child) else 0
     per_role = np.stack([np.bincount(child, weights=prob.cap[pos, r], minlength=nch)
@@ -138,12 +142,18 @@ def unit_capacity(prob: GangProblem, pos: np.ndarray, child: np.ndarray, slice_m
     pair = child * (int(sd.max()) + 1) + sd
     up, pinv = np.unique(pair, return_inverse=True)
     pinv = pinv.reshape(-1)
-    amax = prob.types.max(axis=0)
+    per = prob.types.min(axis=0) if upper else prob.types.max(axis=0)
+    totals = prob.role_counts(prob.max_units)
     units = np.full(len(up), BIG, dtype=np.int64)
+    members = np.zeros(len(up), dtype=np.int64)
     for r in range(prob.n_roles):
-        if amax[r] > 0:
+        if per[r] > 0 or upper:
             c = np.bincount(pinv, weights=prob.cap[pos, r], minlength=len(up)).astype(np.int64)
-            units = np.minimum(units, c // amax[r])
+            members += np.minimum(c, totals[r])
+            if per[r] > 0:
+                units = np.minimum(units, c // per[r])
+    if upper:
+        units = np.minimum(units, members // prob.unit)
     return np.bincount(up // (int(sd.max()) + 1), weights=units, minlength=nch).astype(np.int64), per_role
 
 

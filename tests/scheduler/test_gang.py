@@ -367,3 +367,32 @@ def test_an_elastic_sliced_gang_narrowed_to_one_clique_keeps_its_warm_start():
     out = place(ledger.snapshot(), [gang], PlacementConfig()).outcomes[0]
     assert out.placed and out.report.status == SolverStatus.OPTIMAL
     assert sorted(p.node for p in out.placements) == ["n3", "n4"]
+
+
+@pytest.mark.parametrize("solver", ["greedy", "cpsat"])
+@pytest.mark.parametrize(("slice_level", "required"), [("rack", "rack"), ("block", "rack"), ("host", "host")])
+def test_an_elastic_gang_with_a_launcher_counts_slices_of_both_kinds_inside_its_required_domain(solver, slice_level,
+                                                                                                 required):
+    """n0 [........] holds launcher + 3 workers: slices {launcher, w0} and {w1, w2}. One slice of the first
+    kind and one of the second fit, though no slice-domain holds two slices shaped like the largest of
+    each role (two launchers)."""
+    led = ledger(node("n0", 8, block="b0", rack="r0"), levels=["block", "rack"])
+    req = GangRequest(name="ml/job", roles=(GangRole(name="launcher", count=1, cpu_milli=1000),
+                                            GangRole(name="worker", count=3, gpus=2)),
+                      min_members=3, slice_size=2, slice_level=slice_level, required_level=required)
+    out = place(led.snapshot(), [req], PlacementConfig(gang={"solver": solver})).outcomes[0]
+    assert out.placed, out.reason
+    assert len(out.placements) == 4 and {p.node for p in out.placements} == {"n0"}
+
+
+def test_slices_of_two_kinds_narrower_than_the_required_domain_are_not_ruled_out():
+    """r0 (n0 [........]) holds launcher + 3 workers in slices of two per rack inside the required
+    block; the filter on required domains counted slices shaped like the largest of each role and
+    dropped b0, so even CP-SAT found nothing."""
+    led = ledger(node("n0", 8, block="b0", rack="r0"), levels=["block", "rack"])
+    req = GangRequest(name="ml/job", roles=(GangRole(name="launcher", count=1, cpu_milli=1000),
+                                            GangRole(name="worker", count=3, gpus=2)),
+                      slice_size=2, slice_level="rack", required_level="block")
+    out = place(led.snapshot(), [req], PlacementConfig()).outcomes[0]
+    assert out.placed, out.reason
+    assert len(out.placements) == 4 and {p.node for p in out.placements} == {"n0"}
