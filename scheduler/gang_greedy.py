@@ -183,6 +183,9 @@ def _attempt(prob: GangProblem, k: int) -> Assignment | None:
             d = int(role_counts[prob.primary])
         uniq, inv, uc, per_role = run.children(lvl, pos, slice_mode)
         hold = (per_role >= role_counts).all(axis=1)
+        if lvl == prob.host:
+            # one node takes every role: they share its resources (GPUs, CPU, shared slots)
+            hold &= ((role_counts @ prob.need)[None, :] <= prob.free[uniq]).all(axis=1)
         picks = run.pick(uc, hold, run.ties(lvl, pos, uniq), d, balanced=False)
         if picks is None or len(picks) != 1:
             return None

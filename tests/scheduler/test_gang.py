@@ -396,3 +396,15 @@ def test_slices_of_two_kinds_narrower_than_the_required_domain_are_not_ruled_out
     out = place(led.snapshot(), [req], PlacementConfig()).outcomes[0]
     assert out.placed, out.reason
     assert len(out.placements) == 4 and {p.node for p in out.placements} == {"n0"}
+
+
+def test_greedy_picks_a_required_host_that_holds_shared_and_whole_gpu_roles_together():
+    """n0 [....] holds four 600m members or one whole GPU plus three of them, not all five (each
+    share needs its own GPU); n1 [........] holds all. Greedy picked n0 (best fit for each role
+    alone), found it full, and reported the gang INFEASIBLE."""
+    led = ledger(node("n0", 4, rack="r0"), node("n1", 8, rack="r0"), levels=["rack"])
+    req = GangRequest(name="ml/job", roles=(GangRole(name="s", count=4, gpus=1, gpu_milli=600),
+                                            GangRole(name="w", count=1, gpus=1)), required_level="host")
+    out = place(led.snapshot(), [req], PlacementConfig(gang={"solver": "greedy"})).outcomes[0]
+    assert out.placed, out.reason
+    assert {p.node for p in out.placements} == {"n1"}
