@@ -25,6 +25,8 @@ the lost members' resources are released, failed nodes are marked ``failed``. Ph
 5. **Place.** Lost members go one by one, heaviest role first, each on the engine's
    feasible nodes (the same filters as every decision) and GPU sets (``gpuset`` via
    ``engine.build_candidates``); each replacement counts as a survivor for the next.
+   A slice none of whose members survived goes whole: its first member where the ranking
+   puts it, the others in that slice-domain; when they do not fit there, the next one.
 6. **Check.** The result must keep one required domain and fit the snapshot.
 
 The outcome is a ``RequestOutcome`` of kind ``gang`` holding placements for the
@@ -52,6 +54,7 @@ from scheduler.snapshot import PodShape, Snapshot
 
 SOLVER = "repair"
 LINK_TIE_CANDIDATES = 32  # link_between is consulted only among this many best-ranked nodes
+SLICE_DOMAIN_TRIES = 32  # slice-domains tried for a slice whose members were all lost
 
 
 def repair_gang(engine: Any, snap: Snapshot, gang: GangRequest, survivors: list[Placement],
@@ -82,7 +85,9 @@ def repair_gang(engine: Any, snap: Snapshot, gang: GangRequest, survivors: list[
     old = {p.pod: p for p in lost}
     kept: list[Placement] = list(survivors)
     out: list[Placement] = []
-    for member in order:
+
+    def place(member: str, away: np.ndarray | None = None) -> str:
+        """Place one replacement (not on ``away`` nodes): "" when placed, else why not."""
         role = roles[member]
         shape = PodShape.of(role)
         mask = region
@@ -91,16 +96,30 @@ def repair_gang(engine: Any, snap: Snapshot, gang: GangRequest, survivors: list[
         if smask is not None:
             mask = smask if mask is None else mask & smask
             why = swhy if why is None else f"{why}, {swhy}"
+        if away is not None:
+            mask = ~away if mask is None else mask & ~away
+            why = "in a slice-domain tried before" if why is None else f"{why}, in a slice-domain tried before"
         slots = _rail_slots(gang, member, role, kept, old.get(member))
         got, reason = _place_member(engine, work, shape, ctx, mask, why, slots, kept)
         if got is None:
-            return _infeasible(gang, t0, f"{head}: member {member} ({shape.describe()}): {reason}")
+            return f"member {member} ({shape.describe()}): {reason}"
         node, gpus = got
         p = Placement(member, a.node_names[node], node, gpus, shape.gpu_milli, shape.cpu_milli, shape.memory_mib,
                       gang=gang.name, role=role.name, extended=shape.extended)
         work.apply(node, gpus, shape.gpu_milli, shape.cpu_milli, shape.memory_mib, extended=shape.extended)
         kept.append(p)
         out.append(p)
+        return ""
+
+    done: set[str] = set()
+    for member in order:
+        if member in done:
+            continue
+        group = _whole_lost_slice(a, gang, member, order, kept, slice_groups)
+        done.update(group)
+        why = place(member) if len(group) == 1 else _place_slice(a, gang, group, place, work, kept, out)
+        if why:
+            return _infeasible(gang, t0, f"{head}: {why}")
     bad = _check(a, gang, kept)
     if bad:
         return _infeasible(gang, t0, f"{head}: {bad}")
@@ -113,6 +132,55 @@ def repair_gang(engine: Any, snap: Snapshot, gang: GangRequest, survivors: list[
     note = f"kept {len(survivors)} survivors, replaced {len(out)}{where}"
     report = SolverReport(SolverStatus.GREEDY, SOLVER, time_s=time.perf_counter() - t0, objective=objective, note=note)
     return RequestOutcome(gang.name, "gang", out, report)
+
+
+def _whole_lost_slice(a: Any, gang: GangRequest, member: str, order: list[str], kept: list[Placement],
+                      groups: Mapping[str, Hashable] | None) -> list[str]:
+    """The replacements of ``member``'s slice (placing order) when none of that slice is placed, else ``[member]``."""
+    if gang.slice_size is None or gang.slice_level is None or chain_dom(a, gang.slice_level) is None:
+        return [member]
+    if groups is not None:
+        key = groups.get(member)
+        if key is None:
+            return [member]
+        mates = [m for m in order if groups.get(m) == key]
+        placed = any(groups.get(p.pod) == key for p in kept)
+    else:
+        index = {m: i for i, (m, _) in enumerate(gang.member_names())}
+        j = index[member] // gang.slice_size
+        mates = [m for m in order if index[m] // gang.slice_size == j]
+        placed = any(p.pod in index and index[p.pod] // gang.slice_size == j for p in kept)
+    return [member] if placed else mates
+
+
+def _place_slice(a: Any, gang: GangRequest, group: list[str], place: Any, work: Snapshot, kept: list[Placement],
+                 out: list[Placement]) -> str:
+    """A whole lost slice: its first member where ``place`` puts it, the rest in that slice-domain;
+    when they do not all fit there, the next slice-domain ("" when placed, else why not)."""
+    assert gang.slice_level is not None
+    dom = chain_dom(a, gang.slice_level)
+    assert dom is not None
+    away = np.zeros(a.n_nodes, dtype=bool)
+    for tried in range(SLICE_DOMAIN_TRIES):
+        why = place(group[0], away if tried else None)
+        if why:
+            break
+        start = len(out) - 1
+        d = int(dom[out[start].node_index])
+        why = next((w for w in map(place, group[1:]) if w), "")
+        if not why:
+            return ""
+        for p in out[start:]:  # give the slice-domain back, try the next one
+            work.apply(p.node_index, p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib, sign=-1, extended=p.extended)
+            kept.remove(p)
+        del out[start:]
+        away |= dom == d
+    else:
+        tried = SLICE_DOMAIN_TRIES
+    if not tried:
+        return why
+    return f"no {gang.slice_level} has room for all {len(group)} lost members of its slice " \
+           f"({tried} tried; last: {why})"
 
 
 @dataclass

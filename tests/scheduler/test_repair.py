@@ -182,6 +182,36 @@ def test_slice_mates_keep_their_domain():
     assert not out.placed and "outside slice 0's rack r1" in out.reason
 
 
+
+@pytest.mark.parametrize("by_place", [False, True], ids=["by-name", "by-place"])
+def test_a_whole_lost_slice_goes_where_all_of_it_fits(by_place):
+    """Slices of 2 per host: n4 dies with all of slice 0. n2 (rack r1, next to the survivors on n1)
+    has room for one member only; the slice goes whole to n7, and the survivors stay. By place:
+    slices told by ``slice_groups`` (the live scheduler's way) instead of member names."""
+    led = cluster_ledger()
+    req = gang(count=4, gpus=2, slice_size=2, slice_level="host")
+    places = at(led, req, {"ml/train/worker-0": ("n4", (0, 1)), "ml/train/worker-1": ("n4", (2, 3)),
+                           "ml/train/worker-2": ("n1", (0, 1)), "ml/train/worker-3": ("n1", (2, 3))})
+    for n in ("n3", "n5", "n6"):
+        fill(led, n)
+    fill(led, "n2", (0, 1))
+    survivors, lost = kill(led, places, "n4")
+    groups = {"ml/train/worker-0": "lost", "ml/train/worker-1": "lost", "ml/train/worker-2": "n1",
+              "ml/train/worker-3": "n1"} if by_place else None
+
+    def again():
+        return repair_gang(ENGINE, led.snapshot(), req, survivors, [p.pod for p in lost], Context(), lost=lost,
+                           slice_groups=groups)
+
+    out = again()
+    assert out.placed, out.reason
+    assert [(m, n) for m, n, _ in where(out)] == [("ml/train/worker-0", "n7"), ("ml/train/worker-1", "n7")]
+    for n in ("n7", "n8"):
+        fill(led, n, (0, 1))
+    out = again()
+    assert not out.placed
+    assert "no host has room for all 2 lost members of its slice" in out.reason
+
 def test_several_members_lost_on_several_nodes():
     led = cluster_ledger()
     req = gang(count=4, gpus=4, required_level="zone")
