@@ -490,7 +490,9 @@ def _slice_groups(full: GangRequest, kept: list[Placement], lost: list[tuple[str
     whole slices and go, ``slice_size`` together, wherever they fit (``("moved", D, chunk)``).
     Members lost on a node gone from the cluster (node index -1: no domain known), and the
     pending members of a gang completed next to its bound ones, first complete the partial
-    slices still short, then move the same way.
+    slices still short, then move the same way. What is left over in no whole slice (D's
+    losses beyond its partial slice when some of D's members were on a node since deleted,
+    members of an elastic gang never placed) is cut into slices together (``("moved", "rest", chunk)``).
     """
     if full.slice_size is None or full.slice_level is None:
         return None
@@ -510,6 +512,7 @@ def _slice_groups(full: GangRequest, kept: list[Placement], lost: list[tuple[str
         where: Hashable = int(dom[node]) if node >= 0 else "gone"
         lost_in.setdefault(where, []).append(member)
     gone = lost_in.pop("gone", [])
+    tails: list[str] = []
     for where, members in [*lost_in.items(), ("gone", gone)]:
         fill = [where] if where != "gone" else sorted(short)
         rest = []
@@ -520,8 +523,13 @@ def _slice_groups(full: GangRequest, kept: list[Placement], lost: list[tuple[str
                 continue
             groups[m] = ("in", d)
             short[d] -= 1
-        for i, m in enumerate(rest):
+        whole = len(rest) - len(rest) % size
+        for i, m in enumerate(rest[:whole]):
             groups[m] = ("moved", where, i // size)
+        tails += rest[whole:]
+    tails += [m for m, _ in full.member_names() if m not in groups]  # pending, never placed
+    for i, m in enumerate(tails):
+        groups[m] = ("moved", "rest", i // size)
     return groups
 
 

@@ -10,6 +10,8 @@ with the same labels and annotations (``recreate``).
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from models.spec import LevelSpec
@@ -364,10 +366,11 @@ def test_a_whole_lost_slice_moves_together():
 
 
 def test_slice_groups_join_a_partial_slice_first_then_move_whole_slices_together():
-    """Slices of two at rack level. r0 had {a, b} and {c, d}: b, c and d were lost there, so the first
-    replacement completes a's slice and the other two are one whole slice, free to move. r1 had
-    {e, f}: f was lost on a node since deleted (no domain), so it completes e's slice; g and h, lost
-    there too, are one slice that moves."""
+    """Slices of two at rack level (survivors named after the replacements, as ``_full_request`` does).
+    r0 had {w-6, w-0} and {w-1, w-2}, all but w-6 lost there, so the first replacement completes
+    w-6's slice and the other two are one whole slice, free to move. r1 had {w-7, w-3}: w-3 was lost
+    on a node since deleted (no domain), so it completes w-7's slice; w-4 and w-5, lost there too,
+    are one slice that moves."""
     from models.placement import Placement
     from models.requests import GangRequest, GangRole
     from models.topology import build_arrays
@@ -381,14 +384,43 @@ def test_slice_groups_join_a_partial_slice_first_then_move_whole_slices_together
         return Placement(pod, node, arrays.node_index.get(node, -1), (0,), 1000, 0, 0)
 
     full = GangRequest(name="g", roles=(GangRole(name="w", count=8, gpus=1),), slice_size=2, slice_level="rack")
-    kept = [at("a", "n0"), at("e", "n2")]
-    old = [(p.pod, p.node_index) for p in (at("b", "n1"), at("c", "n1"), at("d", "n1"), at("f", "gone"),
-                                           at("g", "gone"), at("h", "gone"))]
+    kept = [at("g/w-6", "n0"), at("g/w-7", "n2")]
+    old = [(p.pod, p.node_index) for p in (at("g/w-0", "n1"), at("g/w-1", "n1"), at("g/w-2", "n1"), at("g/w-3", "gone"),
+                                           at("g/w-4", "gone"), at("g/w-5", "gone"))]
     groups = _slice_groups(full, kept, old, arrays)
     r0, r1 = int(arrays.domain[0][0]), int(arrays.domain[0][2])
-    assert groups == {"a": ("in", r0), "e": ("in", r1), "b": ("in", r0), "c": ("moved", r0, 0), "d": ("moved", r0, 0),
-                      "f": ("in", r1), "g": ("moved", "gone", 0), "h": ("moved", "gone", 0)}
+    assert groups == {"g/w-6": ("in", r0), "g/w-7": ("in", r1), "g/w-0": ("in", r0), "g/w-1": ("moved", r0, 0),
+                      "g/w-2": ("moved", r0, 0), "g/w-3": ("in", r1), "g/w-4": ("moved", "gone", 0),
+                      "g/w-5": ("moved", "gone", 0)}
     assert _slice_groups(full.model_copy(update={"slice_size": None, "slice_level": None}), kept, old, arrays) is None
+
+
+def test_slice_groups_cut_what_is_left_over_into_slices_together():
+    """Slices of two at rack level. r0 had {w-6, w-2} and {w-0, w-1}: w-2 was on a node since deleted,
+    w-0 and w-1 on failed n1. w-0 completes w-6's slice; w-1 and w-2 are one slice now, so they go
+    together (they were two "slices" of one member each, free to split up). r1 had {w-7, w-3}, w-3
+    lost; w-4 and w-5 (an elastic gang's members never placed) are one slice too (they had none)."""
+    from models.placement import Placement
+    from models.requests import GangRequest, GangRole
+    from models.topology import build_arrays
+    from scheduler.failures import _slice_groups
+    from tests.builders import build, make_cluster, make_node
+
+    arrays = build_arrays(build(make_cluster(*(make_node(f"n{i}", 8, rack=f"r{i // 2}") for i in range(4)),
+                                             levels=["rack"])))
+
+    def at(pod: str, node: str) -> Placement:
+        return Placement(pod, node, arrays.node_index.get(node, -1), (0,), 1000, 0, 0)
+
+    full = GangRequest(name="g", roles=(GangRole(name="w", count=8, gpus=1),), slice_size=2, slice_level="rack")
+    kept = [at("g/w-6", "n0"), at("g/w-7", "n2")]
+    old = [(p.pod, p.node_index) for p in (at("g/w-0", "n1"), at("g/w-1", "n1"), at("g/w-2", "gone"), at("g/w-3", "n3"))]
+    groups = _slice_groups(full, kept, old, arrays)
+    r0, r1 = int(arrays.domain[0][0]), int(arrays.domain[0][2])
+    assert groups["g/w-0"] == groups["g/w-6"] == ("in", r0)
+    assert groups["g/w-3"] == groups["g/w-7"] == ("in", r1)
+    assert groups["g/w-1"] == groups["g/w-2"] != groups["g/w-4"] == groups["g/w-5"]
+    assert Counter(groups.values())[groups["g/w-1"]] == 2 and Counter(groups.values())[groups["g/w-4"]] == 2
 
 
 # --------------------------------------------------------------------------- partly bound gangs
