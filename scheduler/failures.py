@@ -431,6 +431,15 @@ class FailureHandler:
             return
         why = plan.why if plan is not None else "repair is disabled (node_failures.repair_gangs: false)"
         self.repairing.pop(rep.gang, None)
+        if plan is not None and plan.action == "requeue" and len(survivors) >= policy.min_members:
+            # an elastic gang still at its minimum runs on: deleting its survivors to wait in the
+            # queue would stop it for nothing; its pending members wait as an elastic gang's rest
+            out = RequestOutcome(req.name, "gang", [], plan.outcome.report,
+                                 f"gang {rep.gang}: its {len(survivors)} surviving members make its minimum "
+                                 f"{policy.min_members}; the rest do not fit ({why})")
+            log.info("gang runs on with its survivors: %s", why, extra={"gang": rep.gang})
+            sched._apply_outcome(unit, req, members, out, stats, preempt=False)
+            return
         self.restarted += 1
         then = "the whole gang is placed anew" if plan is None or plan.action == "replace" else \
             "the whole gang waits in the queue"

@@ -487,3 +487,28 @@ def test_an_elastic_gangs_later_pods_wait_for_room_next_to_its_running_members()
     (note,) = {e.note for e in rig.events.for_object("default/g-2", "FailedScheduling")}
     assert note.startswith("gang default/g: 2 members are bound; the rest do not fit next to them (")
     assert not rig.events.for_object("default/g-0", "GangRestart") and rig.s.failures.restarted == 0
+
+
+def test_an_elastic_gang_at_its_minimum_keeps_its_survivors_when_the_rest_does_not_fit():
+    """Racks of two: a gang of six 8-GPU members, min 2, runs with four (every node). One node dies:
+    neither its member nor the two never placed fit anywhere, nor does the whole gang; the three
+    survivors still make the minimum, so they run on (they were deleted to wait in the queue)."""
+    rig = Rig(per_rack=2)
+    for p in o.our_gang("g", 6, 8, gang_min_members="2"):
+        rig.cluster.add_pod(p)
+    rig.run()
+    bound = {k: v for k, v in rig.cluster.bound().items() if k.startswith("default/g-")}
+    assert len(bound) == 4
+    victim = sorted(bound)[0]
+    snapshot = dict(rig.cluster.pods)
+    rig.set_ready(bound[victim], "False")
+    rig.later(31)
+    (new,) = rig.recreate({victim: snapshot[victim]})
+    rig.run()
+    now = rig.cluster.bound()
+    assert {k: now.get(k) for k in bound if k != victim} == {k: v for k, v in bound.items() if k != victim}
+    assert new not in now and rig.s.failures.restarted == 0
+    waiting = sorted(k for k in rig.cluster.pods if k.startswith("default/g-") and k not in now)
+    assert len(waiting) == 3
+    assert any("its 3 surviving members make its minimum 2; the rest do not fit" in n
+               for k in waiting for n in rig.notes(k, "FailedScheduling"))
