@@ -1,9 +1,10 @@
 """Gang placement properties over small generated clusters and gangs.
 
 For every generated case: no GPU is handed out twice (nor over what is already in use),
-a gang is placed whole or not at all (elastic: at least ``min_members``), required
-level and slices hold, capacity is conserved in the ledger, the CP-SAT answer is never
-worse than greedy's, and releasing the placements restores the ledger exactly.
+a gang is placed whole or not at all (elastic: at least ``min_members``), a gang one node
+holds alone is placed whole, required level and slices hold, capacity is conserved in
+the ledger, the CP-SAT answer is never worse than greedy's, and releasing the placements
+restores the ledger exactly.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def gangs(draw):
     gpus = draw(st.sampled_from([0, 1, 2, 2, 4, 4]))
     roles = [GangRole(name="worker", count=count, gpus=gpus, cpu_milli=draw(st.sampled_from([0, 2000, 9000])))]
     if draw(st.booleans()):
-        roles.insert(0, GangRole(name="launcher", count=1, gpus=draw(st.sampled_from([0, 1])), cpu_milli=1000))
+        milli = draw(st.sampled_from([1000, 1000, 500]))  # a launcher on a shared GPU next to whole-GPU workers
+        roles.insert(0, GangRole(name="launcher", count=1, gpus=draw(st.sampled_from([0, 1])) if milli == 1000 else 1,
+                                 gpu_milli=milli, cpu_milli=1000))
     total = sum(r.count for r in roles)
     kw = {}
     if draw(st.booleans()):
@@ -64,7 +67,7 @@ def gangs(draw):
     sizes = [s for s in (1, 2, 3) if total % s == 0]
     if draw(st.booleans()):
         kw["slice_size"] = draw(st.sampled_from(sizes))
-        kw["slice_level"] = draw(st.sampled_from(["rack", "host"]))
+        kw["slice_level"] = draw(st.sampled_from(["block", "rack", "clique", "host"]))
     if draw(st.booleans()):
         kw["min_members"] = draw(st.integers(1, total))
     kw["balanced"] = draw(st.booleans())
@@ -88,6 +91,7 @@ def key(obj: dict) -> tuple:
 def test_gang_placement_properties(cluster, req):
     nodes, busy = cluster
     led = setup(nodes, busy)
+    assume(req.slice_level != "clique" or bool((led.arrays.clique >= 0).any()))
     before = led.snapshot()
     out = place(led.snapshot(), [req], CPSAT).outcomes[0]
     ref = place(led.snapshot(), [req], GREEDY).outcomes[0]
@@ -101,6 +105,13 @@ def test_gang_placement_properties(cluster, req):
         assert not out.reason
     else:
         assert out.placements == [] and out.reason.startswith("gang ml/g")
+    # a gang one node holds alone (GPU by GPU) is placed whole
+    if not req.rail_aligned and (req.required_level != "clique" or (led.arrays.clique >= 0).any()):
+        snap = led.snapshot()
+        ok = [n for n in range(led.arrays.n_nodes) if _node_fits(snap, n, req)
+              and (req.required_level != "clique" or led.arrays.clique[n] >= 0)]
+        if ok:
+            assert out.placed and len(out.placements) == req.size, (ok, out.reason)
     # CP-SAT never worse than greedy, and never misses what greedy places
     if ref.placed:
         assert out.placed
@@ -146,6 +157,25 @@ def test_gang_placement_properties(cluster, req):
     after = led.snapshot()
     for name in ("gpu_free", "free_cpu", "free_mem", "free_pods"):
         assert np.array_equal(getattr(before, name), getattr(after, name))
+
+
+def _node_fits(snap, n: int, req: GangRequest) -> bool:
+    """Every member of ``req`` on node ``n`` together: CPU, whole GPUs, then shares on what is left."""
+    members = [r for _, r in req.member_names()]
+    if sum(r.cpu_milli for r in members) > snap.free_cpu[n] or sum(r.memory_mib for r in members) > snap.free_mem[n]:
+        return False
+    free = sorted(int(f) for f in snap.gpu_free[n] if f > 0)
+    whole = sum(r.gpus for r in members if r.gpu_milli == 1000)
+    full = [f for f in free if f == 1000]
+    if whole > len(full):
+        return False
+    left = [f for f in free if f < 1000] + full[whole:]
+    for r in sorted((r for r in members if r.gpu_milli < 1000), key=lambda r: -r.gpu_milli):
+        fit = [i for i, f in enumerate(left) if f >= r.gpu_milli]  # best fit, enough for one share size
+        if not fit:
+            return False
+        left[min(fit, key=lambda i: left[i])] -= r.gpu_milli
+    return True
 
 
 def _compositions(caps: list[int], total: int):
