@@ -1,9 +1,10 @@
 """Gangs under node failures and recoveries, handled the way the drivers do (``plan_repair``).
 
 After every step: no gang is partly bound (all members in the ledger, or none and the
-gang queued), no GPU is allocated twice, nothing sits on a failed node, and every member
-lost with a node was replaced or its gang requeued. Cluster: two su of three 4-GPU nodes.
-A second machine checks the simulator the same way at its quiet points.
+gang queued), no GPU is allocated twice, nothing sits on a failed node, slices stay whole
+in their domain, and every member lost with a node was replaced or its gang requeued.
+Cluster: two su of three 4-GPU nodes. A second machine checks the simulator the same way
+at its quiet points.
 """
 
 from __future__ import annotations
@@ -77,14 +78,17 @@ class FailureMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ rules
 
     @rule(workers=st.integers(1, 3), gpus=st.sampled_from([1, 2, 4]), launcher=st.booleans(),
-          required=st.sampled_from([None, "su"]), rail=st.booleans())
-    def submit(self, workers, gpus, launcher, required, rail):
+          required=st.sampled_from([None, "su"]), rail=st.booleans(),
+          slices=st.sampled_from([None, None, (2, "su"), (2, "host")]))
+    def submit(self, workers, gpus, launcher, required, rail, slices):
         self.count += 1
         name = f"g{self.count}"
         roles = [GangRole(name="worker", count=workers, gpus=gpus, cpu_milli=1000)]
         if launcher:
             roles.insert(0, GangRole(name="launcher", count=1, cpu_milli=500))
-        self.gangs[name] = GangRequest(name=name, roles=tuple(roles), required_level=required, rail_aligned=rail)
+        size, level = slices if slices and (workers + launcher) % slices[0] == 0 else (None, None)
+        self.gangs[name] = GangRequest(name=name, roles=tuple(roles), required_level=required, rail_aligned=rail,
+                                       slice_size=size, slice_level=level)
         self._try(name)
 
     @rule(nodes=st.sets(st.integers(0, NODES - 1), min_size=1, max_size=3))
@@ -158,6 +162,18 @@ class FailureMachine(RuleBasedStateMachine):
             for g in a.gpus:
                 assert (a.node, g) not in seen, f"GPU {g} of n{a.node} allocated twice"
                 seen.add((a.node, g))
+
+    @invariant()
+    def slices_kept(self):
+        """Each run of ``slice_size`` members (by name, as placed) in one domain of its level."""
+        for name, req in self.gangs.items():
+            if req.slice_size is None or name in self.queued:
+                continue
+            names = [m for m, _ in req.member_names()]
+            for j in range(0, len(names), req.slice_size):
+                nodes = [self.placed[m].node_index for m in names[j: j + req.slice_size]]
+                doms = {n if req.slice_level == "host" else ARRAYS.node_domain(n, 0) for n in nodes}
+                assert len(doms) == 1, f"{name} slice {j // req.slice_size} spans {doms}"
 
     @invariant()
     def required_domain_kept(self):
