@@ -40,6 +40,9 @@ from scheduler.gang_greedy import greedy
 from scheduler.gang_model import Assignment, GangProblem, evaluate, sort_key, unit_capacity
 from scheduler.snapshot import PodShape, Snapshot
 
+# single nodes tried when the best one's GPUs turn out not to pack the gang's shares
+SINGLE_NODE_TRIES = 8
+
 
 def place_gang(engine: Any, snap: Snapshot, req: GangRequest, ctx: Context) -> RequestOutcome:
     """Place every member of ``req`` (or at least ``min_members``) or none; never raises for "does not fit"."""
@@ -83,17 +86,21 @@ def _solve(prob: GangProblem, snap: Snapshot, req: GangRequest, base: GangBase, 
     notes = [note] if note else []
     if cfg.solver == "greedy":
         g_places = to_placements(prob, snap, g) if g is not None else None
-        if g_places is None:
+        if g_places is None and g is not None:
+            found = _one_node(prob, snap)  # greedy's node could not pack the shares GPU by GPU
+            if found is not None:
+                g, g_places = found
+                g_obj = evaluate(prob, g)
+        if g is None or g_places is None:
             return _infeasible(req, t0, explain(snap, req, base, required, slice_level), "greedy")
         return _outcome(req, prob, g, g_places, SolverReport(SolverStatus.GREEDY, "greedy", objective=g_obj), t0,
                         notes)
-    one = single_node(prob)
-    if one is not None:
-        places = to_placements(prob, snap, one)
-        if places is not None:
-            report = SolverReport(SolverStatus.OPTIMAL, "exact", objective=evaluate(prob, one), greedy_objective=g_obj,
-                                  note="fits on one node: optimum by enumeration")
-            return _outcome(req, prob, one, places, report, t0, notes)
+    found = _one_node(prob, snap)
+    if found is not None:
+        one, places = found
+        report = SolverReport(SolverStatus.OPTIMAL, "exact", objective=evaluate(prob, one), greedy_objective=g_obj,
+                              note="fits on one node: optimum by enumeration")
+        return _outcome(req, prob, one, places, report, t0, notes)
     model_prob, hint = prob, g
     if g is not None and g_obj is not None:
         small = narrowed(snap, base, prob, g, g_obj)
@@ -130,6 +137,22 @@ def _solve(prob: GangProblem, snap: Snapshot, req: GangRequest, base: GangBase, 
     if not res.proven_infeasible:
         why += f"; no placement found within {cfg.time_limit_s:g} s"
     return _infeasible(req, t0, why)
+
+
+def _one_node(prob: GangProblem, snap: Snapshot) -> tuple[Assignment, list[Placement]] | None:
+    """The best single node that holds the whole gang, decoded to GPUs. The resource sums only
+    approximate GPU-by-GPU packing when a gang has shares of several sizes, so a node whose
+    GPUs cannot pack them is skipped for the next best (a few tries)."""
+    skip: list[int] = []
+    for _ in range(SINGLE_NODE_TRIES):
+        one = single_node(prob, skip)
+        if one is None:
+            return None
+        places = to_placements(prob, snap, one)
+        if places is not None:
+            return one, places
+        skip.append(int(np.flatnonzero(one.counts.sum(axis=1))[0]))
+    return None
 
 
 def _outcome(req: GangRequest, prob: GangProblem, a: Assignment, places: list[Placement] | None,

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 
 import numpy as np
@@ -21,16 +22,19 @@ from scheduler.gang_model import Assignment, GangProblem, Level, evaluate, min_c
 from scheduler.snapshot import Snapshot
 
 
-def single_node(prob: GangProblem) -> Assignment | None:
+def single_node(prob: GangProblem, skip: Collection[int] = ()) -> Assignment | None:
     """The optimum when the whole gang fits on one node, by enumeration.
 
     Every count term (domains per level, cliques, nodes) is at least 1 for any
     placement, and exactly 1 on a single node, so the best node by (link cost,
-    fragmentation) is the lexicographic optimum of the aggregated model.
+    fragmentation) is the lexicographic optimum of the aggregated model. ``skip``:
+    positions found not to hold the gang after all (GPU by GPU, which the resource
+    sums only approximate when a gang has shares of several sizes).
     """
     k = prob.max_units
     need = prob.role_counts(k)
     ok = (prob.cap >= need).all(axis=1) & ((need @ prob.need) <= prob.free).all(axis=1)
+    ok[list(skip)] = False
     pos = np.flatnonzero(ok)
     if not len(pos):
         return None

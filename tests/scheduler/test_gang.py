@@ -408,3 +408,16 @@ def test_greedy_picks_a_required_host_that_holds_shared_and_whole_gpu_roles_toge
     out = place(led.snapshot(), [req], PlacementConfig(gang={"solver": "greedy"})).outcomes[0]
     assert out.placed, out.reason
     assert {p.node for p in out.placements} == {"n1"}
+
+
+@pytest.mark.parametrize("solver", ["greedy", "cpsat"])
+def test_shares_of_two_sizes_go_to_a_node_whose_gpus_pack_them(solver):
+    """2 x 600m + 1 x 500m: the 2-GPU node passes the resource sums (2,000 milli) but its GPUs cannot
+    pack the shares (600 + 500 > 1,000); the 4-GPU node takes the gang."""
+    ledger = Ledger(build_arrays(build(make_cluster(make_node("n0", 2, rack="r0"), make_node("n1", 4, rack="r0"),
+                                                    levels=["rack"]))))
+    gang = GangRequest(name="g", roles=(GangRole(name="a", count=2, gpus=1, gpu_milli=600),
+                                        GangRole(name="b", count=1, gpus=1, gpu_milli=500)))
+    out = place(ledger.snapshot(), [gang], PlacementConfig(gang={"solver": solver})).outcomes[0]
+    assert out.placed and {p.node for p in out.placements} == {"n1"}
+    assert len({p.gpus for p in out.placements}) == 3
