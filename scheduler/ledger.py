@@ -73,6 +73,7 @@ class Ledger:
     def __init__(self, arrays: TopologyArrays) -> None:
         self.arrays = arrays
         self._allocs: dict[str, tuple[Allocation, AllocState]] = {}
+        self._gangs: dict[str, set[str]] = {}  # gang -> keys of its allocations
         self._live = Snapshot.empty(arrays)
 
     def __len__(self) -> int:
@@ -96,7 +97,7 @@ class Ledger:
         return [a for a, _ in self._allocs.values() if a.node == node]
 
     def of_gang(self, gang: str) -> list[Allocation]:
-        return [a for a, _ in self._allocs.values() if a.gang == gang]
+        return [self._allocs[k][0] for k in sorted(self._gangs.get(gang, ()))]
 
     def snapshot(self) -> Snapshot:
         """A copy of the live free-capacity snapshot for one decision."""
@@ -139,6 +140,7 @@ class Ledger:
         self._step(a.key, "assume")
         self._check_fits(a)
         self._allocs[a.key] = (a, AllocState.ASSUMED)
+        self._join(a)
         self._live.apply(a.node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, owner=a.owner,
                          extended=a.extended)
 
@@ -161,6 +163,7 @@ class Ledger:
         if not force:
             self._check_fits(a)
         self._allocs[a.key] = (a, AllocState.BOUND)
+        self._join(a)
         self._live.apply(a.node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, owner=a.owner,
                          extended=a.extended)
 
@@ -172,8 +175,17 @@ class Ledger:
         self._step(key, "release")
         self._remove(key)
 
+    def _join(self, a: Allocation) -> None:
+        if a.gang is not None:
+            self._gangs.setdefault(a.gang, set()).add(a.key)
+
     def _remove(self, key: str) -> None:
         a, _ = self._allocs.pop(key)
+        if a.gang is not None:
+            keys = self._gangs[a.gang]
+            keys.discard(key)
+            if not keys:
+                del self._gangs[a.gang]
         self._live.apply(a.node, a.gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, sign=-1, owner=a.owner,
                          extended=a.extended)
 
@@ -205,6 +217,12 @@ class Ledger:
             n, k = np.argwhere(live.free_ext < 0)[0]
             raise LedgerError(f"ledger: {self.arrays.ext_names[k]} of {self.arrays.node_names[n]} is over-committed "
                               f"({-int(live.free_ext[n, k])} more taken than it has)")
+        gangs: dict[str, set[str]] = {}
+        for a, _ in self._allocs.values():
+            if a.gang is not None:
+                gangs.setdefault(a.gang, set()).add(a.key)
+        if gangs != self._gangs:
+            raise LedgerError("ledger: gang index drifted from the allocations")
         for owner, nodes in owners.items():
             if sorted(live.owner_nodes.get(owner, [])) != sorted(nodes):
                 raise LedgerError(f"ledger: owner {owner} node list drifted")

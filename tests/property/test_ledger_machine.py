@@ -6,6 +6,8 @@ GPU and no extended resource (``rdma/ib``, which node n2 lacks) is ever over-com
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
@@ -30,14 +32,15 @@ class LedgerMachine(RuleBasedStateMachine):
         self.counter = 0
 
     @rule(target=keys, node=st.integers(0, 2), gpus=st.sets(st.integers(0, 3), min_size=0, max_size=4),
-          milli=st.sampled_from([1000, 500, 250]), cpu=st.integers(0, 3000), rdma=st.integers(0, 3))
-    def assume(self, node, gpus, milli, cpu, rdma):
+          milli=st.sampled_from([1000, 500, 250]), cpu=st.integers(0, 3000), rdma=st.integers(0, 3),
+          gang=st.sampled_from([None, "g1", "g2"]))
+    def assume(self, node, gpus, milli, cpu, rdma, gang):
         gpus = tuple(sorted(gpus))
         if milli < 1000:
             gpus = gpus[:1]
         self.counter += 1
         key = f"p{self.counter}"
-        a = Allocation(key, node, gpus, milli, cpu, 0, extended=(("rdma/ib", rdma),) if rdma else ())
+        a = Allocation(key, node, gpus, milli, cpu, 0, gang=gang, extended=(("rdma/ib", rdma),) if rdma else ())
         free = self.ledger.live.gpu_free[node]
         rdma_free = int(self.ledger.live.free_ext[node, 0])
         fits = all(free[g] >= milli for g in gpus) and rdma <= rdma_free
@@ -69,6 +72,16 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             self.ledger.release(key)
         assert key not in self.ledger
+
+    @rule(key=keys, gang=st.sampled_from([None, "g1", "g3"]))
+    def moves_to_another_gang(self, key, gang):
+        """The watch shows a bound pod whose gang changed (re-labelled): the gang index follows."""
+        a = self.ledger.get(key)
+        if a is None or self.ledger.state(key) != AllocState.BOUND:
+            return
+        self.ledger.observe(replace(a, gang=gang), force=True)
+        assert all(m.key != key for g in ("g1", "g2", "g3") if g != gang for m in self.ledger.of_gang(g))
+        assert gang is None or key in {m.key for m in self.ledger.of_gang(gang)}
 
     @rule(node=st.integers(0, 2), failed=st.booleans())
     def node_fails(self, node, failed):
