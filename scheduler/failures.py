@@ -470,7 +470,43 @@ def complete_gang(engine: Any, snap: Snapshot, req: GangRequest, bound: list[Any
     """The pending members of ``req`` placed next to the gang's ``bound`` allocations (repair's
     solve with them as survivors: their required domain, their slices; pending members complete
     partial slices first), or INFEASIBLE with the reason. ``slices``: the gang policy's
-    (slice_size, slice_level)."""
+    (slice_size, slice_level).
+
+    An elastic rest (``req.min_members`` set) places as many members as fit, at least that many:
+    the first ones in member order, in whole slices when the gang's slices are whole (the
+    largest count that fits, by bisection; the reason is the smallest count's)."""
+    res = _complete_first(engine, snap, req, bound, slices, req.size)
+    if res.placed or req.min_members is None:
+        return res
+    size, _ = slices
+    whole = size is not None and (len(bound) + req.size) % size == 0
+    counts = [k for k in range(req.min_members, req.size) if not whole or (len(bound) + k) % size == 0]
+    lo, hi, best = 0, len(counts) - 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        got = _complete_first(engine, snap, req, bound, slices, counts[mid])
+        if got.placed:
+            best, lo = got, mid + 1
+        else:
+            if mid == 0:
+                res = got
+            hi = mid - 1
+    if best is None:
+        return res
+    best.report.note += f"; {len(best.placements)} of {req.size} pending members (min {req.min_members})"
+    return best
+
+
+def _complete_first(engine: Any, snap: Snapshot, req: GangRequest, bound: list[Any],
+                    slices: tuple[int | None, str | None], count: int) -> RequestOutcome:
+    """``complete_gang`` for the first ``count`` pending members of ``req`` (member order)."""
+    if count < req.size:
+        roles, left = [], count
+        for r in req.roles:
+            if left > 0:
+                roles.append(r.model_copy(update={"count": min(r.count, left)}))
+            left -= r.count
+        req = req.model_copy(update={"roles": tuple(roles), "min_members": None})
     full, kept, _ = _full_request(req, bound, [], snap.arrays, slices)
     pending = [m for m, _ in req.member_names()]
     groups = _slice_groups(full, kept, [(m, -1) for m in pending], snap.arrays)

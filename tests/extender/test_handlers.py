@@ -273,6 +273,18 @@ def test_a_partly_bound_gang_is_completed_next_to_its_bound_member():
     assert "gang ml/llm: 1 members are bound; the rest do not fit next to them (" in res.failed_nodes["n1"]
 
 
+def test_an_elastic_gangs_later_pods_are_reserved_as_many_as_fit_next_to_its_bound_members():
+    """A gang of four 4-GPU members, min 2, runs with w-0 and w-1 on n3 (rack r2); rack r2 has room
+    for one more (n4): w-2 is reserved there, w-3 has no slot (all-or-nothing reserved neither)."""
+    notes = {"toposched.io/required-level": "rack", "toposched.io/gang-min-members": "2"}
+    bound = [gang_pod(f"w-{i}", "llm", 4, 4, annotations=notes, node="n3", on_gpus=tuple(range(4 * i, 4 * i + 4)))
+             for i in range(2)]
+    w2, w3 = (gang_pod(f"w-{i}", "llm", 4, 4, annotations=notes) for i in (2, 3))
+    h = make_handlers(cluster(), [*bound, w2, w3])
+    assert run_filter(h, w2).node_names == ["n4"]
+    assert run_filter(h, w3).node_names == []
+
+
 def test_gang_waits_until_its_members_exist():
     h = make_handlers(cluster(), [gang_pod("w-1", "big", 3)])
     res = run_filter(h, gang_pod("w-0", "big", 3))

@@ -512,3 +512,52 @@ def test_an_elastic_gang_at_its_minimum_keeps_its_survivors_when_the_rest_does_n
     assert len(waiting) == 3
     assert any("its 3 surviving members make its minimum 2; the rest do not fit" in n
                for k in waiting for n in rig.notes(k, "FailedScheduling"))
+
+
+def test_an_elastic_gangs_later_pods_take_the_room_there_is_next_to_its_running_members():
+    """An elastic gang (min 2 of 4) runs with two members in rack r1; of its two later pods one fits
+    there (n5): it is placed, the other waits (they were completed all or nothing, so both waited)."""
+    rig = Rig()
+    pods = o.our_gang("g", 4, 8, required_level="rack", gang_min_members="2")
+    bind_directly(rig, pods[0], "n3")
+    bind_directly(rig, pods[1], "n4")
+    rig.cluster.add_pod(pods[2])
+    rig.cluster.add_pod(pods[3])
+    rig.run()
+    now = rig.cluster.bound()
+    assert now["default/g-2"] == "n5" and "default/g-3" not in now
+    (note,) = rig.notes("default/g-3", "FailedScheduling")
+    assert note.startswith("gang default/g: 3 members are bound; the rest do not fit next to them (")
+    assert rig.s.failures.completed == 1 and rig.s.failures.restarted == 0
+
+
+def test_a_partly_bound_gang_reaching_its_minimum_next_to_its_bound_member_is_not_restarted():
+    """A gang of four, min 3, has g-0 bound on n3; rack r1 has room for two more (n4, n5), which
+    makes the minimum: they are placed and g-0 runs on (it was deleted because all three did not fit)."""
+    rig = Rig()
+    pods = o.our_gang("g", 4, 8, required_level="rack", gang_min_members="3")
+    bind_directly(rig, pods[0], "n3")
+    for p in pods[1:]:
+        rig.cluster.add_pod(p)
+    rig.run()
+    now = rig.cluster.bound()
+    assert now["default/g-0"] == "n3" and {now["default/g-1"], now["default/g-2"]} == {"n4", "n5"}
+    assert "default/g-3" not in now and not rig.notes("default/g-0", "GangRestart")
+    assert rig.s.failures.restarted == 0
+    rig.s.cache.ledger.check_invariants()
+
+
+def test_an_elastic_sliced_gangs_later_pods_are_placed_in_whole_slices():
+    """Slices of two at rack level, min 2 of 6, one slice running on n3 n4. Of the four later pods one
+    whole slice fits (rack r0); the second would need two nodes of one rack and only n2 and n5 are
+    left: it waits whole, never one member alone."""
+    rig = Rig()
+    pods = o.our_gang("g", 6, 8, slice_size="2", slice_level="rack", gang_min_members="2")
+    bind_directly(rig, pods[0], "n3")
+    bind_directly(rig, pods[1], "n4")
+    for p in pods[2:]:
+        rig.cluster.add_pod(p)
+    rig.run()
+    now = {k: n for k, n in rig.cluster.bound().items() if k not in ("default/g-0", "default/g-1")}
+    assert len(now) == 2 and {rig.rack(n) for n in now.values()} == {"r0"}
+    assert rig.s.failures.restarted == 0
