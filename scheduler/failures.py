@@ -369,6 +369,14 @@ class FailureHandler:
                        and not _terminating(cache, a.key)),
                       key=lambda a: a.key)
 
+    def _unplaced(self, cache: Any, gang: str) -> list[str]:
+        """The gang's bound members that the ledger does not hold (a node toposched does not know):
+        running members of the gang all the same, though the solve cannot place anything next to them."""
+        ledger = cache.ledger
+        return sorted(k for k, rec in cache.bound.items()
+                      if rec.gang == gang and not rec.terminating and rec.node not in self.failed
+                      and (ledger is None or k not in ledger) and not self.being_deleted(cache, k))
+
     def _complete(self, sched: Any, unit: Any, gang: str, stats: Any) -> None:
         """The pending members of a gang some of whose members are bound, placed next to those
         (their required domain, their slices), or: the gang restarts when it is short of its
@@ -388,16 +396,17 @@ class FailureHandler:
             sched._apply_outcome(unit, req, members, res, stats)
             return
         why = res.reason.replace(f"repair gang {gang}: ", "", 1)
-        if len(survivors) >= policy.min_members:
+        running = [a.key for a in survivors] + self._unplaced(cache, gang)
+        if len(running) >= policy.min_members:
             # running already: the later pods wait for room next to it (preempting elsewhere would not help)
             out = RequestOutcome(req.name, "gang", [], res.report,
-                                 f"gang {gang}: {len(survivors)} members are bound; the rest do not fit next to them "
+                                 f"gang {gang}: {len(running)} members are bound; the rest do not fit next to them "
                                  f"({why})")
             sched._apply_outcome(unit, req, members, out, stats, preempt=False)
             return
         self.restarted += 1
-        self._restart(sched, unit, gang, survivors, members,
-                      f"gang {gang} has {len(survivors)} bound members, short of its minimum "
+        self._restart(sched, unit, gang, running, members,
+                      f"gang {gang} has {len(running)} bound members, short of its minimum "
                       f"{policy.min_members}, and the rest do not fit next to them ({why})",
                       "the whole gang is placed anew")
 
@@ -431,11 +440,12 @@ class FailureHandler:
             return
         why = plan.why if plan is not None else "repair is disabled (node_failures.repair_gangs: false)"
         self.repairing.pop(rep.gang, None)
-        if plan is not None and plan.action == "requeue" and len(survivors) >= policy.min_members:
+        running = [a.key for a in survivors] + self._unplaced(cache, rep.gang)
+        if plan is not None and plan.action == "requeue" and len(running) >= policy.min_members:
             # an elastic gang still at its minimum runs on: deleting its survivors to wait in the
             # queue would stop it for nothing; its pending members wait as an elastic gang's rest
             out = RequestOutcome(req.name, "gang", [], plan.outcome.report,
-                                 f"gang {rep.gang}: its {len(survivors)} surviving members make its minimum "
+                                 f"gang {rep.gang}: its {len(running)} surviving members make its minimum "
                                  f"{policy.min_members}; the rest do not fit ({why})")
             log.info("gang runs on with its survivors: %s", why, extra={"gang": rep.gang})
             sched._apply_outcome(unit, req, members, out, stats, preempt=False)
@@ -444,20 +454,20 @@ class FailureHandler:
         then = "the whole gang is placed anew" if plan is None or plan.action == "replace" else \
             "the whole gang waits in the queue"
         log.warning("gang cannot be repaired: %s", why, extra={"gang": rep.gang})
-        self._restart(sched, unit, rep.gang, survivors, members,
+        self._restart(sched, unit, rep.gang, running, members,
                       f"gang {rep.gang} lost members on failed node(s) {', '.join(sorted(rep.nodes))} and cannot be "
                       f"repaired next to its survivors ({why})", then,
                       f"gang {rep.gang} cannot be repaired ({why})")
 
-    def _restart(self, sched: Any, unit: Any, gang: str, survivors: list[Any], members: Mapping[str, str],
+    def _restart(self, sched: Any, unit: Any, gang: str, running: list[str], members: Mapping[str, str],
                  cause: str, then: str, pending_cause: str | None = None) -> None:
-        """Delete the gang's bound members (with events saying why) and requeue its pending ones."""
+        """Delete the gang's bound members ``running`` (with events saying why) and requeue its pending ones."""
         cache = sched.cache
         note = f"Deleted by toposched: {cause}; {then}"
-        for a in survivors:
-            sched.reporter.event(sched._ref(a.key), "Warning", "GangRestart", "Deleting", note, dedup=False)
-            self.deleting[a.key] = _uid_of(cache, a.key) or ""
-            _delete(sched, a.key)
+        for key in running:
+            sched.reporter.event(sched._ref(key), "Warning", "GangRestart", "Deleting", note, dedup=False)
+            self.deleting[key] = _uid_of(cache, key) or ""
+            _delete(sched, key)
         for key in members.values():
             sched.reporter.event(sched._ref(key), "Warning", "GangRestart", "Scheduling",
                                  f"{pending_cause or cause}; its surviving members are deleted and {then}")

@@ -561,3 +561,37 @@ def test_an_elastic_sliced_gangs_later_pods_are_placed_in_whole_slices():
     now = {k: n for k, n in rig.cluster.bound().items() if k not in ("default/g-0", "default/g-1")}
     assert len(now) == 2 and {rig.rack(n) for n in now.values()} == {"r0"}
     assert rig.s.failures.restarted == 0
+
+
+def test_a_member_bound_to_a_node_toposched_does_not_know_counts_towards_the_minimum():
+    """An elastic gang (min 2 of 3) has g-0 bound to node x, which toposched does not know, and g-1 on
+    n3; g-2 does not fit in rack r1. Two members run, the minimum: g-1 stays (it was deleted as if
+    the gang were short of its minimum, and g-0 left running)."""
+    rig = Rig()
+    busy(rig, "busy-4", "n4", 8)
+    busy(rig, "busy-5", "n5", 8)
+    pods = o.our_gang("g", 3, 8, required_level="rack", gang_min_members="2")
+    bind_directly(rig, pods[0], "x")
+    bind_directly(rig, pods[1], "n3")
+    rig.cluster.add_pod(pods[2])
+    rig.run()
+    assert rig.cluster.bound()["default/g-1"] == "n3" and rig.s.failures.restarted == 0
+    (note,) = rig.notes("default/g-2", "FailedScheduling")
+    assert note.startswith("gang default/g: 2 members are bound; the rest do not fit next to them (")
+
+
+def test_a_restarted_gang_loses_its_member_on_a_node_toposched_does_not_know_too():
+    """The same gang of three without a minimum: it restarts, and g-0 on node x goes with g-1 (no
+    gang stays partly bound)."""
+    rig = Rig()
+    busy(rig, "busy-4", "n4", 8)
+    busy(rig, "busy-5", "n5", 8)
+    pods = o.our_gang("g", 3, 8, required_level="rack")
+    bind_directly(rig, pods[0], "x")
+    bind_directly(rig, pods[1], "n3")
+    rig.cluster.add_pod(pods[2])
+    rig.run()
+    assert "default/g-0" not in rig.cluster.pods and "default/g-1" not in rig.cluster.pods
+    for key in ("default/g-0", "default/g-1"):
+        (note,) = rig.notes(key, "GangRestart")
+        assert note.startswith("Deleted by toposched: gang default/g has 2 bound members, short of its minimum 3")
