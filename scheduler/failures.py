@@ -427,20 +427,18 @@ class FailureHandler:
         else:
             plan = None
         if plan is not None and plan.action == "repair":
-            self.repairing.pop(rep.gang, None)
-            self.repaired += 1
-            out = RequestOutcome(req.name, "gang", plan.outcome.placements, plan.outcome.report)
-            note = plan.outcome.report.note
-            for p in out.placements:
-                sched.reporter.event(sched._ref(members[p.pod]), "Normal", "GangRepaired", "Scheduling",
-                                     f"replaces a member of gang {rep.gang} lost on failed node(s) "
-                                     f"{', '.join(sorted(rep.nodes))}: {note}; placed on {p.node}", dedup=False)
-            log.info("gang repaired: %s", note, extra={"gang": rep.gang})
-            sched._apply_outcome(unit, req, members, out, stats)
+            self._repaired(sched, unit, req, members, rep, plan.outcome, stats)
             return
         why = plan.why if plan is not None else "repair is disabled (node_failures.repair_gangs: false)"
         self.repairing.pop(rep.gang, None)
         running = [a.key for a in survivors] + self._unplaced(cache, rep.gang)
+        if plan is not None and plan.action == "requeue" and req.min_members is not None:
+            # an elastic gang: as many of its pending members as fit next to the survivors, when
+            # that makes its minimum (deleting the survivors to wait in the queue would not)
+            some = complete_gang(sched.engine, snap, req, survivors, (policy.slice_size, policy.slice_level))
+            if some.placed and len(running) + len(some.placements) >= policy.min_members:
+                self._repaired(sched, unit, req, members, rep, some, stats)
+                return
         if plan is not None and plan.action == "requeue" and len(running) >= policy.min_members:
             # an elastic gang still at its minimum runs on: deleting its survivors to wait in the
             # queue would stop it for nothing; its pending members wait as an elastic gang's rest
@@ -458,6 +456,20 @@ class FailureHandler:
                       f"gang {rep.gang} lost members on failed node(s) {', '.join(sorted(rep.nodes))} and cannot be "
                       f"repaired next to its survivors ({why})", then,
                       f"gang {rep.gang} cannot be repaired ({why})")
+
+    def _repaired(self, sched: Any, unit: Any, req: GangRequest, members: Mapping[str, str], rep: _Repair,
+                  res: RequestOutcome, stats: Any) -> None:
+        """Bind the replacements ``res`` places next to the survivors, each with a GangRepaired event."""
+        self.repairing.pop(rep.gang, None)
+        self.repaired += 1
+        out = RequestOutcome(req.name, "gang", res.placements, res.report)
+        note = res.report.note
+        for p in out.placements:
+            sched.reporter.event(sched._ref(members[p.pod]), "Normal", "GangRepaired", "Scheduling",
+                                 f"replaces a member of gang {rep.gang} lost on failed node(s) "
+                                 f"{', '.join(sorted(rep.nodes))}: {note}; placed on {p.node}", dedup=False)
+        log.info("gang repaired: %s", note, extra={"gang": rep.gang})
+        sched._apply_outcome(unit, req, members, out, stats)
 
     def _restart(self, sched: Any, unit: Any, gang: str, running: list[str], members: Mapping[str, str],
                  cause: str, then: str, pending_cause: str | None = None) -> None:

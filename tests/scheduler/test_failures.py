@@ -595,3 +595,29 @@ def test_a_restarted_gang_loses_its_member_on_a_node_toposched_does_not_know_too
     for key in ("default/g-0", "default/g-1"):
         (note,) = rig.notes(key, "GangRestart")
         assert note.startswith("Deleted by toposched: gang default/g has 2 bound members, short of its minimum 3")
+
+
+def test_an_elastic_gang_short_of_its_minimum_after_a_failure_is_repaired_with_the_replacements_that_fit():
+    """A gang of five 4-GPU members, min 4, runs with four on n3 and n4 (rack r1; rack r0 is full).
+    n3 dies with two; its replacements and the fifth pod do not all fit next to the survivors, nor
+    does the whole gang anywhere, but two fit on n5, which makes the minimum again: they are
+    placed and the survivors run on (they were deleted to wait in the queue)."""
+    rig = Rig()
+    for n in ("n0", "n1", "n2"):
+        busy(rig, f"busy-{n}", n, 8)
+    pods = o.our_gang("g", 5, 4, required_level="rack", gang_min_members="4")
+    for pod, n in zip(pods, ("n3", "n3", "n4", "n4"), strict=False):
+        bind_directly(rig, pod, n)
+    rig.run()
+    snapshot = dict(rig.cluster.pods)
+    rig.set_ready("n3", "False")
+    rig.later(31)
+    new = rig.recreate({k: snapshot[k] for k in ("default/g-0", "default/g-1")})
+    rig.cluster.add_pod(pods[4])
+    rig.run()
+    now = rig.cluster.bound()
+    assert now["default/g-2"] == now["default/g-3"] == "n4" and [now.get(k) for k in new] == ["n5", "n5"]
+    assert rig.s.failures.restarted == 0 and rig.s.failures.repaired == 1
+    assert all(rig.notes(k, "GangRepaired") for k in new)
+    (note,) = rig.notes("default/g-4", "FailedScheduling")
+    assert note.startswith("gang default/g: 4 members are bound; the rest do not fit next to them (")
