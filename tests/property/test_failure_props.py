@@ -4,7 +4,8 @@ After every step: no gang is partly bound (all members in the ledger, or none an
 gang queued), no GPU is allocated twice, nothing sits on a failed node, slices stay whole
 in their domain, and every member lost with a node was replaced or its gang requeued.
 Cluster: two su of three 4-GPU nodes. A second machine checks the simulator the same way
-at its quiet points.
+at its quiet points. A third test runs the live loop on gangs some of whose members are bound
+(two racks of three 8-GPU nodes, the in-memory cluster).
 """
 
 from __future__ import annotations
@@ -225,3 +226,105 @@ def test_simulator_never_leaves_a_gang_partly_bound(jobs, failures, policy):
             assert POLICIES[policy].on_failure == "repair"
         for p in js.placed.values():
             assert p.node_index not in s.failed
+
+
+# ---------------------------------------------------------------------------- partly bound gangs, live
+
+
+@st.composite
+def _partly_bound(draw):
+    """A gang some of whose members were bound by someone else (on free GPUs, in any rack, maybe on
+    node ``x`` that toposched does not know), busy pods, and maybe a node that fails before or after
+    the pending members arrive."""
+    size = draw(st.integers(2, 5))
+    gpus = draw(st.sampled_from([2, 4, 8]))
+    free = {f"n{i}": 8 for i in range(6)}
+    busy = []
+    for i in range(draw(st.integers(0, 5))):
+        n, g = draw(st.sampled_from(sorted(free))), draw(st.sampled_from([2, 4, 8]))
+        if free[n] >= g:
+            free[n] -= g
+            busy.append((f"busy-{i}", n, g))
+    bound = []
+    for _ in range(draw(st.integers(1, size - 1))):
+        n = draw(st.sampled_from(["x", *(n for n in sorted(free) if free[n] >= gpus)]))
+        free[n] = free.get(n, 8) - gpus
+        bound.append(n)
+    ann = {}
+    minimum = draw(st.one_of(st.none(), st.integers(1, size)))
+    if minimum is not None:
+        ann["gang_min_members"] = str(minimum)
+    if draw(st.booleans()):
+        ann["required_level"] = "rack"
+    if size % 2 == 0 and draw(st.booleans()):
+        ann.update(slice_size="2", slice_level="rack")
+    fail = draw(st.one_of(st.none(), st.tuples(st.sampled_from([f"n{i}" for i in range(6)]), st.booleans())))
+    return size, gpus, ann, minimum or size, bound, busy, fail
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=_partly_bound())
+def test_a_partly_bound_gang_is_completed_restarted_or_left_running_never_left_short(case):
+    """The loop on the in-memory cluster, a job controller re-creating what toposched deletes. At the
+    end the gang has no member bound, or at least its minimum (of the pods there are; unless some
+    member was bound where toposched cannot see), in one rack when it requires one and started in
+    one; nothing sits on a failed node; members that made the minimum with no node failing were
+    not deleted; and retries change nothing."""
+    from scheduler.failures import NodeFailureConfig
+    from tests.integration import objects as o
+    from tests.scheduler.rig import LoopRig
+
+    size, gpus, ann, minimum, bound, busy, fail = case
+    rig = LoopRig(nodes=6, per_rack=3, node_failures=NodeFailureConfig())
+    rack = {f"n{i}": i // 3 for i in range(6)}
+    for name, n, g in busy:
+        rig.cluster.add_pod({**o.pod(name, g, node_name=n), "status": {"phase": "Running"}})
+    pods = o.our_gang("g", size, gpus, **ann)
+    for pod, n in zip(pods, bound, strict=False):
+        rig.cluster.add_pod({**pod, "spec": {**pod["spec"], "nodeName": n}, "status": {"phase": "Running"}})
+    running = {f"default/g-{i}" for i in range(len(bound))}
+    members = {f"default/{p['metadata']['name']}": p for p in pods}
+
+    def fail_node():
+        node = rig.cluster.nodes[fail[0]]
+        rig.cluster.add_node({**node, "status": {**node["status"], "conditions": [{"type": "Ready",
+                                                                                    "status": "False"}]}})
+        rig.run()
+        rig.clock.now += 31
+        rig.run()
+
+    if fail and fail[1]:
+        fail_node()
+    for pod in pods[len(bound):]:
+        rig.cluster.add_pod(pod)
+    rig.run()
+    if fail and not fail[1]:
+        fail_node()
+    made = 0
+    for _ in range(4):  # the job controller: a deleted member comes back under a new name
+        for key in [k for k in members if k not in rig.cluster.pods]:
+            made += 1
+            old = members.pop(key)
+            meta = {k: v for k, v in old["metadata"].items() if k not in ("uid", "resourceVersion")}
+            meta["name"] = f"g-r{made}"
+            spec = {k: v for k, v in old["spec"].items() if k != "nodeName"}
+            rig.cluster.add_pod({**old, "metadata": meta, "spec": spec, "status": {"phase": "Pending"}})
+            members[f"default/g-r{made}"] = rig.cluster.pods[f"default/g-r{made}"]
+        rig.clock.now += 11
+        rig.run()
+        rig.s.cache.ledger.check_invariants()
+    rig.clock.now += 61
+    rig.run()
+    now = {k: n for k, n in rig.cluster.bound().items() if k in members}
+    if "x" not in bound:  # a gang bound only where toposched cannot see is placed as if nothing were bound
+        assert not now or len(now) >= min(minimum, len(members)), now
+    known = {rack[n] for n in bound if n in rack}
+    if "required_level" in ann and len(known) == 1 and "x" not in bound:
+        assert len({rack.get(n) for n in now.values()}) <= 1, now
+    assert not fail or fail[0] not in now.values(), now
+    if not fail and len(running) >= minimum:
+        assert running <= set(now), now
+    for _ in range(2):
+        rig.clock.now += 61
+        rig.run()
+        assert {k: n for k, n in rig.cluster.bound().items() if k in members} == now
