@@ -398,11 +398,13 @@ class FailureHandler:
         why = res.reason.replace(f"repair gang {gang}: ", "", 1)
         running = [a.key for a in survivors] + self._unplaced(cache, gang)
         if len(running) >= policy.min_members:
-            # running already: the later pods wait for room next to it (preempting elsewhere would not help)
+            # running already: the later pods wait for room next to it. They preempt only when nothing
+            # ties them to the running members (no required level, no slices): a room preempted
+            # elsewhere would not be next to them
             out = RequestOutcome(req.name, "gang", [], res.report,
                                  f"gang {gang}: {len(running)} members are bound; the rest do not fit next to them "
                                  f"({why})")
-            sched._apply_outcome(unit, req, members, out, stats, preempt=False)
+            sched._apply_outcome(unit, req, members, out, stats, preempt=_unconstrained(policy))
             return
         self.restarted += 1
         self._restart(sched, unit, gang, running, members,
@@ -446,7 +448,7 @@ class FailureHandler:
                                  f"gang {rep.gang}: its {len(running)} surviving members make its minimum "
                                  f"{policy.min_members}; the rest do not fit ({why})")
             log.info("gang runs on with its survivors: %s", why, extra={"gang": rep.gang})
-            sched._apply_outcome(unit, req, members, out, stats, preempt=False)
+            sched._apply_outcome(unit, req, members, out, stats, preempt=_unconstrained(policy))
             return
         self.restarted += 1
         then = "the whole gang is placed anew" if plan is None or plan.action == "replace" else \
@@ -538,6 +540,13 @@ def _complete_first(engine: Any, snap: Snapshot, req: GangRequest, bound: list[A
         res = RequestOutcome(req.name, "gang", res.placements,
                              replace(res.report, note=f"next to its {len(kept)} bound members: {note}"))
     return res
+
+
+def _unconstrained(policy: Any) -> bool:
+    """Nothing ties a gang's pending members to its running ones (no required level, no slices):
+    they may preempt anywhere, as any unit may; otherwise a room preempted elsewhere would not
+    be next to the running members, so they wait."""
+    return policy.required_level is None and policy.slice_size is None
 
 
 def _terminating(cache: Any, key: str) -> bool:

@@ -476,6 +476,7 @@ class Scheduler:
         units = self.queue.pop_ready(self.config.batch_size)
         units = self.failures.take_repairs(self, units, stats)
         if not units:
+            self._preempt_pending()  # a completed gang's later pods may preempt too
             return
         requests: list[Any] = []
         plan: list[tuple[Unit, Any, dict[str, str]]] = []
@@ -491,6 +492,7 @@ class Scheduler:
                 requests.append(req)
                 plan.append((unit, req, members))
         if not requests:
+            self._preempt_pending()
             return
         batch = {unit.key for unit, _, _ in plan}
         plan = self._take_nominated(plan, batch, stats)
@@ -501,6 +503,9 @@ class Scheduler:
             self._decide_batch(group, batch, stats)
         # after the batch's placements are assumed, so no victim is evicted for a place a
         # lower-priority unit of the same batch has just taken
+        self._preempt_pending()
+
+    def _preempt_pending(self) -> None:
         todo, self._to_preempt = self._to_preempt, []
         if todo:
             self._preempt_all(todo)

@@ -216,3 +216,32 @@ def test_a_nominated_pod_goes_to_its_nominated_node_without_asking_the_engine(ri
     rig.run()
     assert rig.cluster.bound().get("default/hi") == node and "default/hi" not in asked
     assert not rig.s._nominations
+
+
+def test_an_elastic_gangs_later_pod_preempts_when_nothing_ties_it_to_its_running_members():
+    """A high-priority elastic gang (min 2 of 3, no required level, no slices) runs on n0 and n1;
+    its third pod finds the cluster full of low-priority pods and preempts like any gang would."""
+    rig = Rig(nodes=3)
+    pods = [prioritised(p, 100) for p in o.our_gang("g", 3, 8, gang_min_members="2")]
+    for p, node in zip(pods[:2], ("n0", "n1"), strict=False):
+        rig.cluster.add_pod({**p, "spec": {**p["spec"], "nodeName": node}, "status": {"phase": "Running"}})
+    rig.add(low("l0", 8))
+    rig.add(pods[2])
+    assert "default/l0" not in rig.cluster.pods
+    assert rig.nominated("default/g-2") == "n2"
+    rig.clock.advance(2)
+    rig.run()
+    assert rig.cluster.bound()["default/g-2"] == "n2"
+
+
+def test_an_elastic_gangs_later_pod_tied_to_its_rack_does_not_preempt_elsewhere():
+    """The same gang with required_level rack on racks of two: its rack r0 is full of its own
+    members, so evicting l0 in rack r1 would not help; the pod waits and nothing is evicted."""
+    rig = LoopRig(4, per_rack=2, settle=True, steps=30)
+    pods = [prioritised(p, 100) for p in o.our_gang("g", 3, 8, gang_min_members="2", required_level="rack")]
+    for p, node in zip(pods[:2], ("n0", "n1"), strict=False):
+        rig.cluster.add_pod({**p, "spec": {**p["spec"], "nodeName": node}, "status": {"phase": "Running"}})
+    rig.add(low("l0", 8), low("l1", 8))
+    rig.add(pods[2])
+    assert "default/l0" in rig.cluster.pods and "default/l1" in rig.cluster.pods
+    assert "default/g-2" not in rig.cluster.bound()
