@@ -44,18 +44,17 @@ waiting behind another.
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.placement import Placement, RequestOutcome
-from models.requests import GPU_MILLI, GangRequest, GangRole
+from models.placement import RequestOutcome
+from models.requests import GangRequest
 from plugins.base import Context
-from scheduler.repair import chain_dom, plan_repair, repair_gang
-from scheduler.snapshot import Snapshot
+from scheduler.partial_gang import LostMember, complete_gang, member_shape, slice_groups, with_survivors
+from scheduler.repair import plan_repair
 
 log = logging.getLogger("toposched.failures")
 
@@ -216,25 +215,10 @@ def lost_pods(failed: Iterable[str], pods: Iterable[BoundRef]) -> LostPods:
 
 
 @dataclass
-class _Lost:
-    """A gang member lost with its node: where it was and what it held (its rails)."""
-
-    key: str
-    node: str
-    gpus: tuple[int, ...]
-    shape: tuple  # GPUs, GPU milli, CPU milli, MiB, extended resources (see _shape)
-
-
-@dataclass
 class _Repair:
     gang: str
     nodes: set[str]
-    lost: list[_Lost] = field(default_factory=list)
-
-
-def _shape(gpus: int, milli: int, cpu: int, mem: int,
-           extended: tuple[tuple[str, int], ...] = ()) -> tuple[int, int, int, int, tuple[tuple[str, int], ...]]:
-    return (gpus, milli if gpus else GPU_MILLI, cpu, mem, tuple(sorted(extended)))
+    lost: list[LostMember] = field(default_factory=list)
 
 
 class FailureHandler:
@@ -312,7 +296,7 @@ class FailureHandler:
                 a = cache.ledger.get(key) if cache.ledger is not None else None
                 gpus = a.gpus if a is not None else (rec.assigned or ())
                 rep.nodes.add(rec.node)
-                rep.lost.append(_Lost(key, rec.node, tuple(gpus), _shape(rec.gpus, rec.gpu_milli, rec.cpu_milli,
+                rep.lost.append(LostMember(key, rec.node, tuple(gpus), member_shape(rec.gpus, rec.gpu_milli, rec.cpu_milli,
                                                                           rec.memory_mib, rec.extended)))
         for key in lost.keys:
             rec = cache.bound[key]
@@ -420,8 +404,8 @@ class FailureHandler:
         cache = sched.cache
         survivors = self._survivors(cache, rep.gang)
         _, policy = sched._gang_policy([cache.pending[k] for k in members.values()])  # _build read it already
-        full, kept, old = _full_request(req, survivors, rep.lost, cache.arrays, (policy.slice_size, policy.slice_level))
-        groups = _slice_groups(full, kept, [(p.pod, p.node_index) for p in old], cache.arrays)
+        full, kept, old = with_survivors(req, survivors, rep.lost, cache.arrays, (policy.slice_size, policy.slice_level))
+        groups = slice_groups(full, kept, [(p.pod, p.node_index) for p in old], cache.arrays)
         snap = sched._snapshot({unit.key}, req.priority)  # nominated preemptors' rooms stay theirs
         pending = [m for m, _ in req.member_names()]
         if self.config.repair_gangs:
@@ -489,59 +473,6 @@ class FailureHandler:
         sched.queue.backoff(unit.key)
 
 
-def complete_gang(engine: Any, snap: Snapshot, req: GangRequest, bound: list[Any],
-                  slices: tuple[int | None, str | None]) -> RequestOutcome:
-    """The pending members of ``req`` placed next to the gang's ``bound`` allocations (repair's
-    solve with them as survivors: their required domain, their slices; pending members complete
-    partial slices first), or INFEASIBLE with the reason. ``slices``: the gang policy's
-    (slice_size, slice_level).
-
-    An elastic rest (``req.min_members`` set) places as many members as fit, at least that many:
-    the first ones in member order, in whole slices when the gang's slices are whole (the
-    largest count that fits, by bisection; the reason is the smallest count's)."""
-    res = _complete_first(engine, snap, req, bound, slices, req.size)
-    if res.placed or req.min_members is None:
-        return res
-    size, _ = slices
-    whole = size is not None and (len(bound) + req.size) % size == 0
-    counts = [k for k in range(req.min_members, req.size) if not whole or (len(bound) + k) % size == 0]
-    lo, hi, best = 0, len(counts) - 1, None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        got = _complete_first(engine, snap, req, bound, slices, counts[mid])
-        if got.placed:
-            best, lo = got, mid + 1
-        else:
-            if mid == 0:
-                res = got
-            hi = mid - 1
-    if best is None:
-        return res
-    best.report.note += f"; {len(best.placements)} of {req.size} pending members (min {req.min_members})"
-    return best
-
-
-def _complete_first(engine: Any, snap: Snapshot, req: GangRequest, bound: list[Any],
-                    slices: tuple[int | None, str | None], count: int) -> RequestOutcome:
-    """``complete_gang`` for the first ``count`` pending members of ``req`` (member order)."""
-    if count < req.size:
-        roles, left = [], count
-        for r in req.roles:
-            if left > 0:
-                roles.append(r.model_copy(update={"count": min(r.count, left)}))
-            left -= r.count
-        req = req.model_copy(update={"roles": tuple(roles), "min_members": None})
-    full, kept, _ = _full_request(req, bound, [], snap.arrays, slices)
-    pending = [m for m, _ in req.member_names()]
-    groups = _slice_groups(full, kept, [(m, -1) for m in pending], snap.arrays)
-    res = repair_gang(engine, snap, full, kept, pending, Context(), slice_groups=groups)
-    if res.placed:
-        note = res.report.note.replace("replaced", "placed", 1)
-        res = RequestOutcome(req.name, "gang", res.placements,
-                             replace(res.report, note=f"next to its {len(kept)} bound members: {note}"))
-    return res
-
-
 def _unconstrained(policy: Any) -> bool:
     """Nothing ties a gang's pending members to its running ones (no required level, no slices):
     they may preempt anywhere, as any unit may; otherwise a room preempted elsewhere would not
@@ -553,112 +484,6 @@ def _terminating(cache: Any, key: str) -> bool:
     """A bound pod on its way out (deletionTimestamp set): not a member of the gang's current run."""
     rec = cache.bound.get(key)
     return rec is not None and rec.terminating
-
-
-def _slice_groups(full: GangRequest, kept: list[Placement], lost: list[tuple[str, int]],
-                  arrays: Any) -> dict[str, Hashable] | None:
-    """Which slice each survivor and replacement belongs to, told by where they are.
-
-    Live pods are not named by rank, so slices are recovered from domains: the survivors in a
-    ``slice_level`` domain D are whole slices plus at most one partial slice, whose missing
-    members were lost in D. The first replacements of members lost in D join D until its
-    slices are whole again (key ``("in", D)``, the survivors' key); the rest of D's losses were
-    whole slices and go, ``slice_size`` together, wherever they fit (``("moved", D, chunk)``).
-    Members lost on a node gone from the cluster (node index -1: no domain known), and the
-    pending members of a gang completed next to its bound ones, first complete the partial
-    slices still short, then move the same way. What is left over in no whole slice (D's
-    losses beyond its partial slice when some of D's members were on a node since deleted,
-    members of an elastic gang never placed) is cut into slices together (``("moved", "rest", chunk)``).
-    """
-    if full.slice_size is None or full.slice_level is None:
-        return None
-    dom = chain_dom(arrays, full.slice_level)
-    if dom is None:
-        return None
-    size = full.slice_size
-    groups: dict[str, Hashable] = {}
-    survivors_in: Counter[int] = Counter()
-    for p in kept:
-        d = int(dom[p.node_index])
-        groups[p.pod] = ("in", d)
-        survivors_in[d] += 1
-    short = {d: -n % size for d, n in survivors_in.items()}
-    lost_in: dict[Hashable, list[str]] = {}
-    for member, node in lost:
-        where: Hashable = int(dom[node]) if node >= 0 else "gone"
-        lost_in.setdefault(where, []).append(member)
-    gone = lost_in.pop("gone", [])
-    tails: list[str] = []
-    for where, members in [*lost_in.items(), ("gone", gone)]:
-        fill = [where] if where != "gone" else sorted(short)
-        rest = []
-        for m in members:
-            d = next((d for d in fill if short.get(d, 0)), None)
-            if d is None:
-                rest.append(m)
-                continue
-            groups[m] = ("in", d)
-            short[d] -= 1
-        whole = len(rest) - len(rest) % size
-        for i, m in enumerate(rest[:whole]):
-            groups[m] = ("moved", where, i // size)
-        tails += rest[whole:]
-    tails += [m for m, _ in full.member_names() if m not in groups]  # pending, never placed
-    for i, m in enumerate(tails):
-        groups[m] = ("moved", "rest", i // size)
-    return groups
-
-
-def _full_request(req: GangRequest, survivors: list[Any], lost: list[_Lost], arrays: Any,
-                  slices: tuple[int | None, str | None] = (None, None)) -> tuple[GangRequest, list[Placement], list[Placement]]:
-    """The whole gang (pending replacements + survivors), survivors as placements, lost GPU sets.
-
-    Survivors join the role with their shape (a new role if none has it) after the pending
-    members, so the pending members keep the names ``_build`` gave them. ``slices``: the gang
-    policy's (slice_size, slice_level); the replacements' own request has none when they are
-    not whole slices.
-    """
-    roles = list(req.roles)
-    counts = [r.count for r in roles]
-    kept: list[tuple[int, Any]] = []
-    for a in survivors:
-        gpus = len(a.gpus) if a.gpu_milli >= GPU_MILLI else (1 if a.gpus else 0)
-        shape = _shape(gpus, a.gpu_milli, a.cpu_milli, a.memory_mib, a.extended)
-        idx = next((i for i, r in enumerate(roles)
-                    if _shape(r.gpus, r.gpu_milli, r.cpu_milli, r.memory_mib, tuple(r.extended.items())) == shape), None)
-        if idx is None:
-            roles.append(GangRole(name=f"survivor-{len(roles)}", count=1, gpus=gpus, gpu_milli=shape[1],
-                                  cpu_milli=a.cpu_milli, memory_mib=a.memory_mib, extended=dict(a.extended)))
-            counts.append(0)
-            idx = len(roles) - 1
-        kept.append((idx, a))
-        counts[idx] += 1
-    new_roles = tuple(r.model_copy(update={"count": c}) for r, c in zip(roles, counts, strict=True))
-    slice_size, slice_level = slices
-    if slice_size is None or slice_level is None or sum(counts) % slice_size:
-        slice_size = slice_level = None  # no slices, or survivors that are no whole slices any more
-    full = GangRequest(name=req.name, roles=new_roles, required_level=req.required_level,
-                       preferred_level=req.preferred_level, rail_aligned=req.rail_aligned, priority=req.priority,
-                       slice_size=slice_size, slice_level=slice_level)
-    nxt = [r.count for r in req.roles] + [0] * (len(roles) - len(req.roles))
-    places = []
-    for idx, a in kept:
-        role = new_roles[idx]
-        places.append(Placement(f"{req.name}/{role.name}-{nxt[idx]}", arrays.node_names[a.node], a.node, a.gpus,
-                                a.gpu_milli, a.cpu_milli, a.memory_mib, gang=req.name, role=role.name,
-                                extended=a.extended))
-        nxt[idx] += 1
-    pool = list(lost)
-    old = []
-    for member, role in req.member_names():
-        shape = _shape(role.gpus, role.gpu_milli, role.cpu_milli, role.memory_mib, tuple(role.extended.items()))
-        hit = next((x for x in pool if x.shape == shape), None)
-        if hit is not None:
-            pool.remove(hit)
-            old.append(Placement(member, hit.node, arrays.node_index.get(hit.node, -1), hit.gpus, role.gpu_milli,
-                                 role.cpu_milli, role.memory_mib, gang=req.name, role=role.name,
-                                 extended=tuple(sorted(role.extended.items()))))
-    return full, places, old
 
 
 def _node_ref(cache: Any, name: str) -> Any:

@@ -52,8 +52,8 @@ from scheduler.engine import Engine, build_candidates, place
 from scheduler.extender import wire
 from scheduler.extender.reservations import ReservationBook, Slot
 from scheduler.extender.state import ClusterState
-from scheduler.failures import complete_gang
 from scheduler.ledger import LedgerError
+from scheduler.partial_gang import complete_gang
 from scheduler.ports import Binder, EventSink, KubeApiError, ObjectRef
 from scheduler.snapshot import PodShape, Snapshot
 from scheduler.workload_mix import ArrivalMix

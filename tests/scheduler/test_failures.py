@@ -14,7 +14,10 @@ from collections import Counter
 
 import pytest
 
+from models.placement import Placement
+from models.requests import GangRequest, GangRole
 from models.spec import LevelSpec
+from models.topology import build_arrays
 from scheduler.failures import (
     BoundRef,
     FailureDetector,
@@ -27,7 +30,9 @@ from scheduler.failures import (
 )
 from scheduler.fakes import InMemoryCluster, RecordingEvents
 from scheduler.loop import Scheduler
+from scheduler.partial_gang import slice_groups
 from scheduler.serve_config import BackoffConfig, ServeConfig
+from tests.builders import build, make_cluster, make_node
 from tests.clock import ManualClock
 from tests.integration import objects as o
 
@@ -365,34 +370,32 @@ def test_a_whole_lost_slice_moves_together():
     assert rig.s.failures.repaired == 1
 
 
+# Slices told by place: four 8-GPU nodes, racks r0 (n0 n1) and r1 (n2 n3); a gang of eight
+# one-GPU members in slices of two per rack. A node named "gone" is one deleted from the cluster.
+ARRAYS = build_arrays(build(make_cluster(*(make_node(f"n{i}", 8, rack=f"r{i // 2}") for i in range(4)),
+                                         levels=["rack"])))
+SLICED = GangRequest(name="g", roles=(GangRole(name="w", count=8, gpus=1),), slice_size=2, slice_level="rack")
+
+
+def at(pod: str, node: str) -> Placement:
+    return Placement(pod, node, ARRAYS.node_index.get(node, -1), (0,), 1000, 0, 0)
+
+
 def test_slice_groups_join_a_partial_slice_first_then_move_whole_slices_together():
-    """Slices of two at rack level (survivors named after the replacements, as ``_full_request`` does).
+    """Slices of two at rack level (survivors named after the replacements, as ``with_survivors`` does).
     r0 had {w-6, w-0} and {w-1, w-2}, all but w-6 lost there, so the first replacement completes
     w-6's slice and the other two are one whole slice, free to move. r1 had {w-7, w-3}: w-3 was lost
     on a node since deleted (no domain), so it completes w-7's slice; w-4 and w-5, lost there too,
     are one slice that moves."""
-    from models.placement import Placement
-    from models.requests import GangRequest, GangRole
-    from models.topology import build_arrays
-    from scheduler.failures import _slice_groups
-    from tests.builders import build, make_cluster, make_node
-
-    arrays = build_arrays(build(make_cluster(*(make_node(f"n{i}", 8, rack=f"r{i // 2}") for i in range(4)),
-                                             levels=["rack"])))
-
-    def at(pod: str, node: str) -> Placement:
-        return Placement(pod, node, arrays.node_index.get(node, -1), (0,), 1000, 0, 0)
-
-    full = GangRequest(name="g", roles=(GangRole(name="w", count=8, gpus=1),), slice_size=2, slice_level="rack")
-    kept = [at("g/w-6", "n0"), at("g/w-7", "n2")]
+    full, kept = SLICED, [at("g/w-6", "n0"), at("g/w-7", "n2")]
     old = [(p.pod, p.node_index) for p in (at("g/w-0", "n1"), at("g/w-1", "n1"), at("g/w-2", "n1"), at("g/w-3", "gone"),
                                            at("g/w-4", "gone"), at("g/w-5", "gone"))]
-    groups = _slice_groups(full, kept, old, arrays)
-    r0, r1 = int(arrays.domain[0][0]), int(arrays.domain[0][2])
+    groups = slice_groups(full, kept, old, ARRAYS)
+    r0, r1 = int(ARRAYS.domain[0][0]), int(ARRAYS.domain[0][2])
     assert groups == {"g/w-6": ("in", r0), "g/w-7": ("in", r1), "g/w-0": ("in", r0), "g/w-1": ("moved", r0, 0),
                       "g/w-2": ("moved", r0, 0), "g/w-3": ("in", r1), "g/w-4": ("moved", "gone", 0),
                       "g/w-5": ("moved", "gone", 0)}
-    assert _slice_groups(full.model_copy(update={"slice_size": None, "slice_level": None}), kept, old, arrays) is None
+    assert slice_groups(full.model_copy(update={"slice_size": None, "slice_level": None}), kept, old, ARRAYS) is None
 
 
 def test_slice_groups_cut_what_is_left_over_into_slices_together():
@@ -400,23 +403,10 @@ def test_slice_groups_cut_what_is_left_over_into_slices_together():
     w-0 and w-1 on failed n1. w-0 completes w-6's slice; w-1 and w-2 are one slice now, so they go
     together (they were two "slices" of one member each, free to split up). r1 had {w-7, w-3}, w-3
     lost; w-4 and w-5 (an elastic gang's members never placed) are one slice too (they had none)."""
-    from models.placement import Placement
-    from models.requests import GangRequest, GangRole
-    from models.topology import build_arrays
-    from scheduler.failures import _slice_groups
-    from tests.builders import build, make_cluster, make_node
-
-    arrays = build_arrays(build(make_cluster(*(make_node(f"n{i}", 8, rack=f"r{i // 2}") for i in range(4)),
-                                             levels=["rack"])))
-
-    def at(pod: str, node: str) -> Placement:
-        return Placement(pod, node, arrays.node_index.get(node, -1), (0,), 1000, 0, 0)
-
-    full = GangRequest(name="g", roles=(GangRole(name="w", count=8, gpus=1),), slice_size=2, slice_level="rack")
-    kept = [at("g/w-6", "n0"), at("g/w-7", "n2")]
+    full, kept = SLICED, [at("g/w-6", "n0"), at("g/w-7", "n2")]
     old = [(p.pod, p.node_index) for p in (at("g/w-0", "n1"), at("g/w-1", "n1"), at("g/w-2", "gone"), at("g/w-3", "n3"))]
-    groups = _slice_groups(full, kept, old, arrays)
-    r0, r1 = int(arrays.domain[0][0]), int(arrays.domain[0][2])
+    groups = slice_groups(full, kept, old, ARRAYS)
+    r0, r1 = int(ARRAYS.domain[0][0]), int(ARRAYS.domain[0][2])
     assert groups["g/w-0"] == groups["g/w-6"] == ("in", r0)
     assert groups["g/w-3"] == groups["g/w-7"] == ("in", r1)
     assert groups["g/w-1"] == groups["g/w-2"] != groups["g/w-4"] == groups["g/w-5"]
