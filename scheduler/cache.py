@@ -211,6 +211,7 @@ class ClusterCache:
         self.invalid_nodes: dict[str, str] = {}
         self.bound: dict[str, BoundPod] = {}
         self.by_node: dict[str, set[str]] = {}
+        self._by_gang: dict[str, set[str]] = {}  # gang -> keys bound or assumed with it (bound_in_gang)
         self.pending: dict[str, dict[str, Any]] = {}
         self.nominated: set[str] = set()  # pending pods with status.nominatedNodeName (preemptors)
         self.gated: set[str] = set()
@@ -308,11 +309,11 @@ class ClusterCache:
             if old is not None and old.uid == uid and old.node == node and old.assigned == rec.assigned \
                     and (old.cpu_milli, old.memory_mib, old.gpus, old.gpu_milli, old.extended) == \
                     (rec.cpu_milli, rec.memory_mib, rec.gpus, rec.gpu_milli, rec.extended):
-                self.bound[key] = rec  # nothing the ledger cares about changed
+                self._set_bound(key, rec)  # nothing the ledger cares about changed
                 return "bound"
             if old is not None:
                 self._unindex(old)
-            self.bound[key] = rec
+            self._set_bound(key, rec)
             self.by_node.setdefault(node, set()).add(key)
             self._observe(rec)
             return "bound"
@@ -354,6 +355,7 @@ class ClusterCache:
         rec = self.bound.pop(key, None)
         freed = False
         if rec is not None:
+            self._ungang(key, rec.gang)
             self._unindex(rec)
             freed = True
         if key in self.assumed:
@@ -367,7 +369,7 @@ class ClusterCache:
         rec = BoundPod(key, uid, node, a.cpu_milli, a.memory_mib, len(a.gpus), a.gpu_milli, a.gpus, a.gang, a.owner, rv,
                        a.extended, pod_priority(pod), bool((pod.get("metadata") or {}).get("deletionTimestamp")),
                        pod_labels(pod))
-        self.bound[key] = rec
+        self._set_bound(key, rec)
         self.by_node.setdefault(node, set()).add(key)
         self.bad_annotations.pop(key, None)
         if self.ledger is not None and not self.dirty and self.ledger.state(key) == AllocState.ASSUMED \
@@ -377,8 +379,30 @@ class ClusterCache:
         else:
             self._observe(rec)
 
+    def _set_bound(self, key: str, rec: BoundPod) -> None:
+        old = self.bound.get(key)
+        self.bound[key] = rec
+        if old is not None and old.gang != rec.gang:
+            self._ungang(key, old.gang)
+        if rec.gang is not None:
+            self._by_gang.setdefault(rec.gang, set()).add(key)
+
+    def _ungang(self, key: str, gang: str | None) -> None:
+        """``key`` no longer bound (or assumed) with ``gang``, unless it still is the other way."""
+        keys = self._by_gang.get(gang) if gang is not None else None
+        if keys is None:
+            return
+        still = (key in self.bound and self.bound[key].gang == gang) or \
+            (key in self.assumed and self.assumed[key].gang == gang)
+        if not still:
+            keys.discard(key)
+            if not keys:
+                del self._by_gang[gang]
+
     def _drop_assumed(self, key: str) -> None:
-        self.assumed.pop(key, None)
+        a = self.assumed.pop(key, None)
+        if a is not None:
+            self._ungang(key, a.gang)
         self._assumed_nodes.pop(key, None)
         self._assumed_uids.pop(key, None)
 
@@ -563,6 +587,8 @@ class ClusterCache:
                        p.extended)
         self.ledger.assume(a)
         self.assumed[key] = a
+        if gang is not None:
+            self._by_gang.setdefault(gang, set()).add(key)
         self._assumed_nodes[key] = p.node
         self._assumed_uids[key] = ((self.pending.get(key) or {}).get("metadata") or {}).get("uid") or ""
         return a
@@ -582,11 +608,31 @@ class ClusterCache:
     def snapshot(self) -> Snapshot | None:
         return self.ledger.snapshot() if self.ledger is not None else None
 
+    def gang_members(self, gang: str) -> list[str]:
+        """Keys of the members of ``gang`` bound or being bound, sorted (not those on their way
+        out: a restarted job's old members, still terminating, are not members of its new run)."""
+        out = []
+        for k in self._by_gang.get(gang, ()):
+            rec, a = self.bound.get(k), self.assumed.get(k)
+            if (rec.gang == gang and not rec.terminating) if rec is not None else (a is not None and a.gang == gang):
+                out.append(k)
+        return sorted(out)
+
+    def check_gang_index(self) -> None:
+        """Raise ``AssertionError`` unless the gang index holds exactly the bound and assumed
+        pods of each gang (tests call it after every step, as the ledger's ``check_invariants``)."""
+        want: dict[str, set[str]] = {}
+        for k, r in self.bound.items():
+            if r.gang is not None:
+                want.setdefault(r.gang, set()).add(k)
+        for k, a in self.assumed.items():
+            if a.gang is not None:
+                want.setdefault(a.gang, set()).add(k)
+        assert self._by_gang == want, (self._by_gang, want)
+
     def bound_in_gang(self, gang: str) -> int:
-        """Members of ``gang`` bound or being bound (not those on their way out: a restarted job's
-        old members, still terminating, are not members of its new run)."""
-        n = sum(1 for r in self.bound.values() if r.gang == gang and not r.terminating)
-        return n + sum(1 for k, a in self.assumed.items() if a.gang == gang and k not in self.bound)
+        """How many members of ``gang`` are bound or being bound (``gang_members``)."""
+        return len(self.gang_members(gang))
 
     def gpu_stats(self) -> dict[str, tuple[int, int, float]]:
         """Per GPU model: (allocated GPUs, free whole GPUs, fragmentation ratio).

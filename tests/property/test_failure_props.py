@@ -313,6 +313,7 @@ def test_a_partly_bound_gang_is_completed_restarted_or_left_running_never_left_s
         rig.clock.now += 11
         rig.run()
         rig.s.cache.ledger.check_invariants()
+        rig.s.cache.check_gang_index()
     rig.clock.now += 61
     rig.run()
     now = {k: n for k, n in rig.cluster.bound().items() if k in members}

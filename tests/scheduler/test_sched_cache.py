@@ -135,3 +135,42 @@ def test_bound_pods_of_anyone_take_their_extended_resources_on_their_node():
     c.delete_pod("default/other")
     assert c.ledger.live.free_ext.tolist() == [[14], [0]]
     c.ledger.check_invariants()
+
+
+def _brute_gang_members(c: ClusterCache, gang: str) -> list[str]:
+    """What ``gang_members`` answers from its index, by a scan of every bound and assumed pod."""
+    bound = [k for k, r in c.bound.items() if r.gang == gang and not r.terminating]
+    return sorted(bound + [k for k, a in c.assumed.items() if a.gang == gang and k not in c.bound])
+
+
+def test_gang_members_follow_binds_confirmations_terminations_deletions_and_relabels():
+    from models.placement import Placement
+
+    c = cache_with(o.node("n0", rack="r0"), o.node("n1", rack="r0"))
+    pods = o.our_gang("g", 3, 2)
+    c.upsert_pod(pods[0])
+    assert c.gang_members("default/g") == []  # pending is not bound
+    c.upsert_pod({**pods[0], "spec": {**pods[0]["spec"], "nodeName": "n0"}})  # bound by someone
+    c.upsert_pod(pods[1])
+    c.assume("default/g-1", Placement("default/g-1", "n1", 1, (0, 1), 1000, 1000, 1024, gang="default/g"),
+             gang="default/g")
+    assert c.gang_members("default/g") == ["default/g-0", "default/g-1"] == _brute_gang_members(c, "default/g")
+    c.upsert_pod({**pods[1], "spec": {**pods[1]["spec"], "nodeName": "n1"}})  # the watch confirms our bind
+    assert c.gang_members("default/g") == ["default/g-0", "default/g-1"]
+    going = copy.deepcopy(c.bound["default/g-0"])
+    pod0 = {**pods[0], "spec": {**pods[0]["spec"], "nodeName": "n0"}}
+    c.upsert_pod({**pod0, "metadata": {**pod0["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z",
+                                       "resourceVersion": "7"}})
+    assert c.bound["default/g-0"].terminating and going is not None
+    assert c.gang_members("default/g") == ["default/g-1"] == _brute_gang_members(c, "default/g")
+    c.delete_pod("default/g-0")
+    plain = o.pod("g-1", 2, node_name="n1")  # re-created under the name, in no gang
+    plain["metadata"]["uid"] = "other"
+    c.upsert_pod(plain)
+    assert c.gang_members("default/g") == [] == _brute_gang_members(c, "default/g")
+    c.check_gang_index()
+    c.assume("default/g-2", Placement("default/g-2", "n0", 0, (4,), 1000, 1000, 1024, gang="default/g"),
+             gang="default/g")
+    c.forget("default/g-2")
+    assert c.gang_members("default/g") == []
+    c.check_gang_index()
