@@ -58,6 +58,9 @@ from scheduler.repair import plan_repair
 
 log = logging.getLogger("toposched.failures")
 
+DELETE_RETRY_S = 2.0  # the first retry of a deletion the API refused; doubles up to DELETE_RETRY_MAX_S
+DELETE_RETRY_MAX_S = 60.0
+
 DEFAULT_TAINT_KEYS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
 FAILING_EFFECTS = ("NoExecute", "NoSchedule")
 
@@ -221,6 +224,19 @@ class _Repair:
     lost: list[LostMember] = field(default_factory=list)
 
 
+@dataclass
+class _Deletion:
+    """A pod toposched deleted (a lost pod, a restarted gang's member, a rolled-back member):
+    the uid deleted (a pod re-created under the name is a new member, not this one; "" when
+    unknown), what for (said again when the deletion fails), and when to try again after
+    the API refused it."""
+
+    uid: str
+    why: str
+    failures: int = 0
+    retry_at: float | None = None
+
+
 class FailureHandler:
     """Detection, lost pods and gang repair for one ``scheduler.loop.Scheduler``."""
 
@@ -229,7 +245,7 @@ class FailureHandler:
         self.clock = clock
         self.detector = FailureDetector(self.config, clock)
         self.repairing: dict[str, _Repair] = {}
-        self.deleting: dict[str, str] = {}  # pods we deleted, by key -> the uid deleted (a re-created pod is not)
+        self.deleting: dict[str, _Deletion] = {}  # pods we deleted, by key, until they are gone
         self.repaired = 0  # gangs repaired keeping survivors (tests and logs read it)
         self.restarted = 0  # gangs that could not be repaired (or completed)
         self.completed = 0  # partly bound gangs completed next to their bound members
@@ -241,18 +257,55 @@ class FailureHandler:
     def being_deleted(self, cache: Any, key: str) -> bool:
         """We deleted pod ``key`` and it is still there: the same pod (uid), bound or being bound.
         A pod re-created under the name is a new member, not one on its way out."""
-        uid = self.deleting.get(key)
+        d = self.deleting.get(key)
         now = _uid_of(cache, key)
-        return uid is not None and now is not None and (not uid or not now or uid == now)
+        return d is not None and now is not None and (not d.uid or not now or d.uid == now)
+
+    def delete(self, sched: Any, key: str, why: str) -> None:
+        """Delete pod ``key`` through the API (on the loop's worker pool) and keep it as being
+        deleted until the watch says it is gone; a refused deletion is tried again."""
+        self.deleting[key] = _Deletion(_uid_of(sched.cache, key) or "", why)
+        _delete(sched, key)
+
+    def deletion_failed(self, sched: Any, key: str, err: Any) -> None:
+        """The API refused to delete ``key`` (the loop's ``deleted`` message): say so, and try
+        again later (2 s, doubling up to 60 s) while the pod is still there. A pod we mean to
+        delete is left out of its gang's current run, so it must not be left running."""
+        d = self.deleting.get(key)
+        if d is None:  # gone or re-created meanwhile: nothing left to delete
+            log.warning("could not delete a pod that is gone or re-created since: %s", err, extra={"pod": key})
+            return
+        d.failures += 1
+        if err.reason == "NotLeader":
+            d.retry_at = self.clock()  # tried again only if this replica leads again
+            return
+        wait = min(DELETE_RETRY_S * 2 ** (d.failures - 1), DELETE_RETRY_MAX_S)
+        d.retry_at = self.clock() + wait
+        log.error("could not delete a pod (%s): %s; trying again in %.0fs", d.why, err, wait, extra={"pod": key})
+        if d.failures == 1:
+            sched.reporter.event(sched._ref(key), "Warning", "DeleteFailed", "Deleting",
+                                 f"toposched could not delete this pod ({d.why}): {err}; it tries again "
+                                 "until the pod is gone")
+
+    def _retry_deletions(self, sched: Any) -> None:
+        now = self.clock()
+        for key, d in list(self.deleting.items()):
+            if d.retry_at is not None and d.retry_at <= now:
+                d.retry_at = None
+                log.info("deleting again (%s), attempt %d", d.why, d.failures + 1, extra={"pod": key})
+                _delete(sched, key)
 
     # ------------------------------------------------------------------ once per cycle
 
     def step(self, sched: Any) -> None:
         """Detect, mark the ledger, and (when leading) delete the pods lost on failed nodes."""
-        if not self.config.enabled or "nodes" not in sched.synced:
-            return
         cache = sched.cache
         leading = sched.is_leader()
+        self.deleting = {k: d for k, d in self.deleting.items() if self.being_deleted(cache, k)}
+        if leading:
+            self._retry_deletions(sched)
+        if not self.config.enabled or "nodes" not in sched.synced:
+            return
         for ev in self.detector.observe(cache.nodes, self.clock()):
             if isinstance(ev, NodeFailed):
                 log.warning("node failed: %s", ev.reason, extra={"node": ev.node})
@@ -268,7 +321,6 @@ class FailureHandler:
                                          "nothing is moved back")
                 sched.queue.cluster_changed()
         self._mark(cache)
-        self.deleting = {k: uid for k, uid in self.deleting.items() if self.being_deleted(cache, k)}
         if leading and self.failed:
             self._lost(sched)
 
@@ -307,9 +359,10 @@ class FailureHandler:
                 if rec.gang is not None:
                     note += f"; gang {rec.gang} is repaired next to its surviving members"
             sched.reporter.event(sched._ref(key), "Warning", "NodeFailed", "Deleting", note, dedup=False)
-            self.deleting[key] = rec.uid
             if self.config.delete_lost_pods:
-                _delete(sched, key)
+                self.delete(sched, key, f"lost on failed node {rec.node}")
+            else:
+                self.deleting[key] = _Deletion(rec.uid, f"lost on failed node {rec.node}")
 
     # ------------------------------------------------------------------ before a decision
 
@@ -357,9 +410,9 @@ class FailureHandler:
         """The gang's bound members that the ledger does not hold (a node toposched does not know):
         running members of the gang all the same, though the solve cannot place anything next to them."""
         ledger = cache.ledger
-        return sorted(k for k, rec in cache.bound.items()
-                      if rec.gang == gang and not rec.terminating and rec.node not in self.failed
-                      and (ledger is None or k not in ledger) and not self.being_deleted(cache, k))
+        return [k for k in cache.gang_members(gang)
+                if k in cache.bound and cache.bound[k].node not in self.failed
+                and (ledger is None or k not in ledger) and not self.being_deleted(cache, k)]
 
     def _complete(self, sched: Any, unit: Any, gang: str, stats: Any) -> None:
         """The pending members of a gang some of whose members are bound, placed next to those
@@ -460,12 +513,10 @@ class FailureHandler:
     def _restart(self, sched: Any, unit: Any, gang: str, running: list[str], members: Mapping[str, str],
                  cause: str, then: str, pending_cause: str | None = None) -> None:
         """Delete the gang's bound members ``running`` (with events saying why) and requeue its pending ones."""
-        cache = sched.cache
         note = f"Deleted by toposched: {cause}; {then}"
         for key in running:
             sched.reporter.event(sched._ref(key), "Warning", "GangRestart", "Deleting", note, dedup=False)
-            self.deleting[key] = _uid_of(cache, key) or ""
-            _delete(sched, key)
+            self.delete(sched, key, f"gang {gang} restarts")
         for key in members.values():
             sched.reporter.event(sched._ref(key), "Warning", "GangRestart", "Scheduling",
                                  f"{pending_cause or cause}; its surviving members are deleted and {then}")

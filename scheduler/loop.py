@@ -252,7 +252,7 @@ class Scheduler:
         elif kind == "bound":
             self._on_bind_result(msg[1])
         elif kind == "deleted":
-            self._on_rollback_delete(msg[1], msg[2])
+            self._on_delete_result(msg[1], msg[2])
         elif kind == "preempted":
             self._on_victim_delete(msg[1], msg[2])
 
@@ -627,7 +627,7 @@ class Scheduler:
         pods = [self.cache.pending[k] for k in keys]
         try:
             ref, policy = self._gang_policy(pods)
-            bound = self.cache.bound_in_gang(gkey)
+            bound = sum(1 for k in self.cache.gang_members(gkey) if not self.failures.being_deleted(self.cache, k))
             if not policy.is_ready(len(pods) + bound):
                 self._short_of_members(unit, gkey, keys, len(pods) + bound, policy)
                 return None
@@ -1015,14 +1015,10 @@ class Scheduler:
 
     def _rollback_member(self, key: str, g: GangBinding) -> None:
         """Delete a bound member of a failed gang (its controller re-creates it)."""
-        ref = self._ref(key)
         note = (f"Deleted by toposched: gang {g.gang} could not be bound as a whole ({g.failed}); "
                 "no gang is left partly bound")
-        self.reporter.event(ref, "Warning", "GangRollback", "Deleting", note, dedup=False)
-        if self._pool is None:
-            self._handle(("deleted", key, self._delete(ref)))
-        else:
-            self._pool.submit(lambda: self.inbox.put(("deleted", key, self._delete(ref))))
+        self.reporter.event(self._ref(key), "Warning", "GangRollback", "Deleting", note, dedup=False)
+        self.failures.delete(self, key, f"gang {g.gang} is rolled back")
 
     def _evict(self, ref: ObjectRef) -> KubeApiError | None:
         """One preemption victim: the ``DisruptionTarget`` condition kube-scheduler writes (so a
@@ -1051,12 +1047,12 @@ class Scheduler:
                 time.sleep(0.2 * (i + 1))
         return err
 
-    def _on_rollback_delete(self, key: str, err: KubeApiError | None) -> None:
+    def _on_delete_result(self, key: str, err: KubeApiError | None) -> None:
+        """A deletion toposched decided (a lost pod, a restarted or rolled-back gang's member)
+        came back: a refusal is retried by the failure handler until the pod is gone."""
         if err is not None:
             self._api_error("delete", err)
-            log.error("could not delete a member of a rolled-back gang: %s", err, extra={"pod": key})
-            self.reporter.event(self._ref(key), "Warning", "GangRollbackFailed", "Deleting",
-                                f"toposched could not delete this pod while rolling back its gang: {err}")
+            self.failures.deletion_failed(self, key, err)
 
     def _gang_done(self, g: GangBinding) -> None:
         self._gang_binds.pop(g.gang, None)

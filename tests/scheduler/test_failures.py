@@ -228,6 +228,53 @@ def test_gang_that_cannot_be_repaired_restarts_whole_with_events():
     assert len(set(nodes)) == 2 and dead not in nodes and len({rig.rack(n) for n in nodes}) == 1
 
 
+def test_a_restarted_gangs_member_whose_deletion_is_refused_is_deleted_again_until_it_is_gone():
+    rig = Rig(per_rack=2)
+    bound = start_gang(rig, required_level="rack")
+    dead = bound["default/g-1"]
+    snapshot = dict(rig.cluster.pods)
+    rig.cluster.fail("default/g-0", 403, times=3, operation="delete")
+    rig.set_ready(dead, "False")
+    rig.later(31)
+    (new,) = rig.recreate(snapshot)
+    rig.run()
+    assert rig.notes("default/g-0", "GangRestart")
+    (note,) = rig.notes("default/g-0", "DeleteFailed")
+    assert note.startswith("toposched could not delete this pod (gang default/g restarts): ")
+    for wait in (2, 4):  # refused twice more
+        rig.later(wait)
+        assert "default/g-0" in rig.cluster.pods
+        assert new not in rig.cluster.bound()
+    rig.later(8)
+    assert "default/g-0" not in rig.cluster.pods
+    again = rig.recreate({"default/g-0": snapshot["default/g-0"]})
+    rig.later(11)
+    now = rig.cluster.bound()
+    assert len({rig.rack(now[k]) for k in (new, *again)}) == 1 and dead not in now.values()
+    rig.s.cache.ledger.check_invariants()
+
+
+def test_a_deletion_refused_because_this_replica_no_longer_leads_waits_until_it_leads_again():
+    """The leader-guarded binder refuses with NotLeader: no event, and no retry while another
+    replica leads (the refusal here is injected as a 403; the loop is told it was NotLeader)."""
+    from scheduler.ports import KubeApiError
+
+    rig = Rig(per_rack=2)
+    start_gang(rig)
+    leading = [True]
+    rig.s.is_leader = lambda: leading[0]
+    rig.cluster.fail("default/g-0", 403, times=1, operation="delete")
+    leading[0] = False
+    rig.s.failures.delete(rig.s, "default/g-0", "a test")
+    rig.s.failures.deletion_failed(rig.s, "default/g-0", KubeApiError(0, "NotLeader", "lost the lease"))
+    rig.later(120)
+    assert "default/g-0" in rig.cluster.pods  # not tried again while not leading
+    assert rig.s.failures.being_deleted(rig.s.cache, "default/g-0")
+    leading[0] = True
+    rig.later(1)
+    assert "default/g-0" not in rig.cluster.pods
+
+
 def test_many_nodes_fail_at_once_every_gang_is_repaired():
     rig = Rig(per_rack=4)
     a = start_gang(rig, "a", 2)

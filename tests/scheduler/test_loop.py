@@ -95,6 +95,38 @@ def test_failed_member_rolls_the_gang_back(rig):
     assert len(rig.cluster.bound()) == 3
 
 
+def test_a_rollback_deletion_the_api_refuses_is_tried_again_and_the_member_is_not_built_upon(rig):
+    """g-0 is bound, g-1's binding fails, and deleting g-0 fails twice. g-0 must not stay as a
+    running member the gang is completed next to: it is deleted again (after 2 s, then 4 s)."""
+    pods = o.our_gang("g", 2, 8)
+    rig.cluster.fail("default/g-1", 500)
+    rig.cluster.fail("default/g-0", 403, times=2, operation="delete")
+    rig.add(*pods)
+    rig.run()
+    assert rig.cluster.bound() == {"default/g-0": rig.cluster.bound()["default/g-0"]}
+    (note,) = rig.notes("default/g-0", "DeleteFailed")
+    assert note.startswith("toposched could not delete this pod (gang default/g is rolled back): ")
+    assert note.endswith("; it tries again until the pod is gone")
+    assert rig.s.cache.bound_in_gang("default/g") == 1
+    rig.clock.now += 1.5  # past the gang's backoff, before the deletion's retry
+    rig.run()
+    assert list(rig.cluster.bound()) == ["default/g-0"]  # g-1 was not completed next to it
+    assert rig.s.failures.completed == 0
+    rig.clock.now += 1  # 2.5 s: the first retry, refused again
+    rig.run()
+    assert "default/g-0" in rig.cluster.pods
+    rig.clock.now += 4  # the second retry goes through
+    rig.run()
+    assert "default/g-0" not in rig.cluster.pods
+    assert len(rig.notes("default/g-0", "DeleteFailed")) == 1  # said once, not per retry
+    assert rig.s.metrics.api_errors.labels(operation="delete", code="403")._value.get() == 2
+    rig.add(pods[0])  # the controller re-creates it
+    rig.clock.now += 11
+    rig.run()
+    assert set(rig.cluster.bound()) == {"default/g-0", "default/g-1"}
+    rig.s.cache.ledger.check_invariants()
+
+
 def test_gang_short_of_members_waits_and_says_so_after_its_timeout(rig):
     pods = o.our_gang("g", 3, 1, gang_timeout_seconds="30")
     rig.add(pods[0], pods[1])
