@@ -520,6 +520,7 @@ class FailureHandler:
         for key in members.values():
             sched.reporter.event(sched._ref(key), "Warning", "GangRestart", "Scheduling",
                                  f"{pending_cause or cause}; its surviving members are deleted and {then}")
+        unit.added_at = self.clock()  # a new run: its wait for re-created members starts now
         sched.queue.requeue(unit)
         sched.queue.backoff(unit.key)
 

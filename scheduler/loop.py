@@ -1061,6 +1061,7 @@ class Scheduler:
             self.metrics.schedule_attempts.labels(result="error", profile=self.profile).inc()
             self.metrics.gang_attempts.labels(result="rolled_back").inc()
             if self._members.get(g.gang):
+                unit.added_at = self.clock()  # a new run: its wait for re-created members starts now
                 self.queue.requeue(unit)
                 self.queue.backoff(unit.key)
             return

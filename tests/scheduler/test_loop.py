@@ -141,6 +141,34 @@ def test_gang_short_of_members_waits_and_says_so_after_its_timeout(rig):
     assert len(rig.cluster.bound()) == 3
 
 
+def test_a_rolled_back_gangs_wait_for_its_recreated_members_counts_from_the_rollback(rig):
+    """The gang waited 200 s for room, then a binding failed and the rollback deleted g-0. While
+    its controller re-creates g-0 the gang is short of members: that wait is a new one, not
+    200 s old, so no "exist after 200s" right away."""
+    for i in range(4):
+        rig.add(o.pod(f"busy-{i}", 8))
+    rig.run()
+    pods = o.our_gang("g", 2, 8, gang_timeout_seconds="30")
+    rig.add(*pods)
+    rig.run()
+    rig.clock.now += 200
+    rig.run()
+    rig.cluster.fail("default/g-1", 500)
+    rig.cluster.finish_pod("default/busy-0")
+    rig.cluster.finish_pod("default/busy-1")
+    rig.clock.now += 61  # the unschedulable retry
+    rig.run()
+    assert "default/g-0" not in rig.cluster.pods and rig.notes("default/g-0", "GangRollback")
+    assert not [n for n in rig.notes("default/g-1", "FailedScheduling") if "exist after" in n]
+    rig.clock.now += 31
+    rig.run()
+    assert [n for n in rig.notes("default/g-1", "FailedScheduling") if "exist after" in n] == [
+        "gang default/g: 1 of its 2 minimum members exist after 31s; waiting for the rest"]
+    rig.add(pods[0])
+    rig.run()
+    assert set(rig.cluster.bound()) == {"default/g-0", "default/g-1", "default/busy-2", "default/busy-3"}
+
+
 def test_gang_waits_for_its_podgroup(rig):
     rig.add(*o.gang_pods("g", 2, 1))
     rig.run()
