@@ -435,13 +435,11 @@ class FailureHandler:
         why = res.reason.replace(f"repair gang {gang}: ", "", 1)
         running = [a.key for a in survivors] + self._unplaced(cache, gang)
         if len(running) >= policy.min_members:
-            # running already: the later pods wait for room next to it. They preempt only when nothing
-            # ties them to the running members (no required level, no slices): a room preempted
-            # elsewhere would not be next to them
+            # running already: the later pods wait for room next to it, and may preempt for it
             out = RequestOutcome(req.name, "gang", [], res.report,
                                  f"gang {gang}: {len(running)} members are bound; the rest do not fit next to them "
                                  f"({why})")
-            sched._apply_outcome(unit, req, members, out, stats, preempt=_unconstrained(policy))
+            sched._apply_outcome(unit, req, members, out, stats, preempt=_preempt_rule(sched, req, survivors, policy))
             return
         self.restarted += 1
         self._restart(sched, unit, gang, running, members,
@@ -485,7 +483,7 @@ class FailureHandler:
                                  f"gang {rep.gang}: its {len(running)} surviving members make its minimum "
                                  f"{policy.min_members}; the rest do not fit ({why})")
             log.info("gang runs on with its survivors: %s", why, extra={"gang": rep.gang})
-            sched._apply_outcome(unit, req, members, out, stats, preempt=_unconstrained(policy))
+            sched._apply_outcome(unit, req, members, out, stats, preempt=_preempt_rule(sched, req, survivors, policy))
             return
         self.restarted += 1
         then = "the whole gang is placed anew" if plan is None or plan.action == "replace" else \
@@ -525,11 +523,15 @@ class FailureHandler:
         sched.queue.backoff(unit.key)
 
 
-def _unconstrained(policy: Any) -> bool:
-    """Nothing ties a gang's pending members to its running ones (no required level, no slices):
-    they may preempt anywhere, as any unit may; otherwise a room preempted elsewhere would not
-    be next to the running members, so they wait."""
-    return policy.required_level is None and policy.slice_size is None
+def _preempt_rule(sched: Any, req: GangRequest, survivors: list[Any], policy: Any) -> Any:
+    """How the pending members of a running gang are placed when they preempt: as any unit
+    (``True``) when nothing ties them to its running members (no required level, no slices);
+    otherwise next to the running members, by the same solve that completes the gang, so that
+    a room preempted elsewhere is never what they wait for."""
+    if policy.required_level is None and policy.slice_size is None:
+        return True
+    slices = (policy.slice_size, policy.slice_level)
+    return lambda snap: complete_gang(sched.engine, snap, req, survivors, slices)
 
 
 def _terminating(cache: Any, key: str) -> bool:

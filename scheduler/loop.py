@@ -51,7 +51,7 @@ from scheduler.leader import micro_time
 from scheduler.ledger import AllocState, LedgerError
 from scheduler.metrics import SchedulerMetrics
 from scheduler.ports import Binder, EventSink, KubeApiError, ObjectRef
-from scheduler.preemption import NEVER, Holder, PreemptionPlan, plan_preemption, still_fits
+from scheduler.preemption import NEVER, Holder, Placer, PreemptionPlan, plan_preemption, still_fits
 from scheduler.queue import SchedulingQueue, Unit, UnitState, gang_unit_key
 from scheduler.reporting import Reporter
 from scheduler.serve_config import ServeConfig
@@ -159,7 +159,8 @@ class Scheduler:
         self._timed_out: set[str] = set()  # gangs already told they are short of members
         self._nominations: dict[str, Nomination] = {}  # unit key -> its nomination (a preemptor)
         self._preempting: set[str] = set()  # victims whose deletion we asked for and the watch has not shown
-        self._to_preempt: list[tuple[Unit, Any, dict[str, str]]] = []  # this cycle's units that did not fit
+        # this cycle's units that did not fit, with how they are placed when not by the engine's place()
+        self._to_preempt: list[tuple[Unit, Any, dict[str, str], Placer | None]] = []
         self.synced: set[str] = set()
         self.last_step = clock()
         self._last_gauges = -1e9
@@ -676,7 +677,10 @@ class Scheduler:
             self.queue.wait(unit.key)
 
     def _apply_outcome(self, unit: Unit, req: Any, members: dict[str, str], out: RequestOutcome,
-                       stats: CycleStats, preempt: bool = True) -> None:
+                       stats: CycleStats, preempt: bool | Placer = True) -> None:
+        """Bind what ``out`` placed, or report and park the unit. ``preempt``: whether a unit that
+        did not fit may preempt, or the rule its preemption plan places it by (a partly bound
+        gang's pending members go next to its bound ones)."""
         stats.decided += 1
         self.metrics.solver_results.labels(status=out.report.status.value).inc()
         is_gang = isinstance(req, GangRequest)
@@ -700,8 +704,9 @@ class Scheduler:
                 # higher priority; plan again rather than wait out the nomination
                 self._end_nomination(unit.key, "its victims are gone but it still does not fit")
                 nom = None
-            if self.config.preemption and nom is None and preempt:
-                self._to_preempt.append((unit, req, members))  # once the whole batch is assumed
+            if self.config.preemption and nom is None and preempt is not False:
+                # once the whole batch is assumed
+                self._to_preempt.append((unit, req, members, None if preempt is True else preempt))
             self._park(unit, unschedulable=True)
             return
         self._nominations.pop(unit.key, None)
@@ -823,23 +828,24 @@ class Scheduler:
                 out.append(Holder(a, pod_priority(pod) if pod is not None else 0, False))
         return out
 
-    def _preempt_all(self, todo: list[tuple[Unit, Any, dict[str, str]]]) -> None:
+    def _preempt_all(self, todo: list[tuple[Unit, Any, dict[str, str], Placer | None]]) -> None:
         """Try preemption for this cycle's units that did not fit. The allocations are read once
         (again only after a plan was carried out), and a unit whose priority is not above the
         lowest evictable pod's is skipped without planning: a backlog of ordinary pods costs
         nothing here."""
         holders: list[Holder] | None = None
         lowest: int | None = None
-        for unit, req, members in todo:
+        for unit, req, members, placer in todo:
             if holders is None:
                 holders = self._holders()
                 lowest = min((h.priority for h in holders if h.evictable), default=None)
             if lowest is None or getattr(req, "priority", 0) <= lowest:
                 continue
-            if self._preempt(unit, req, members, holders):
+            if self._preempt(unit, req, members, holders, placer):
                 holders = None
 
-    def _preempt(self, unit: Unit, req: Any, members: dict[str, str], holders: list[Holder]) -> bool:
+    def _preempt(self, unit: Unit, req: Any, members: dict[str, str], holders: list[Holder],
+                 placer: Placer | None = None) -> bool:
         """A unit did not fit: plan a preemption and carry it out (True when done). Never raises
         (a failure: the unit parks as before)."""
         if not isinstance(req, PodRequest | GangRequest):
@@ -853,7 +859,7 @@ class Scheduler:
                 return False
             plan = plan_preemption(self.engine, snap, holders, req,
                                    preemption_policy=NEVER if never else "PreemptLowerPriority",
-                                   budgets=self.cache.budget_list(), ctx=self._context())
+                                   budgets=self.cache.budget_list(), ctx=self._context(), placer=placer)
             if plan is None:
                 return False
             self._carry_out(unit, req, members, plan)

@@ -49,12 +49,12 @@ The plan's placements are the nomination: where the preemptor goes once the vict
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.placement import Placement
+from models.placement import Placement, RequestOutcome
 from models.requests import GangRequest, PodRequest
 from plugins.base import Context
 from scheduler.engine import Engine, filter_counts, place
@@ -155,15 +155,24 @@ def still_fits(snap: Snapshot, placements: Iterable[Placement]) -> bool:
     return True
 
 
+Placer = Callable[[Snapshot], RequestOutcome]
+
+
 def plan_preemption(engine: Engine, snapshot: Snapshot, holders: Iterable[Holder],
                     request: PodRequest | GangRequest, *,
                     preemption_policy: str = "PreemptLowerPriority",
-                    budgets: Sequence[Budget] = (), ctx: Context | None = None) -> PreemptionPlan | None:
+                    budgets: Sequence[Budget] = (), ctx: Context | None = None,
+                    placer: Placer | None = None) -> PreemptionPlan | None:
     """The victims and placements that let ``request`` in (phases in the module doc), or None.
     ``ctx`` is what the engine's decisions know (the arriving mix the fragmentation score packs
-    against), as for the scheduler's other decisions."""
+    against), as for the scheduler's other decisions. ``placer`` places the request on a
+    snapshot when the engine's ``place`` is not the rule (the pending members of a partly bound
+    gang, completed next to its bound ones); it must not change the snapshot."""
     if preemption_policy == NEVER:
         return None
+    if placer is None:
+        def placer(snap: Snapshot) -> RequestOutcome:
+            return place(snap, [request], engine, ctx).outcomes[0]
     priority = request.priority
     holders = list(holders)
     groups = victim_groups(holders, priority, request.name if isinstance(request, GangRequest) else None)
@@ -186,7 +195,7 @@ def plan_preemption(engine: Engine, snapshot: Snapshot, holders: Iterable[Holder
             if g.priority == tier:
                 _take(work, g, -1)
                 removed.append(g)
-        placed, plan = _plan_tier(engine, work, removed, request, budgets, cover, ctx)
+        placed, plan = _plan_tier(engine, work, removed, request, budgets, cover, placer, ctx)
         if not placed:
             continue
         if plan is None:
@@ -204,8 +213,8 @@ def _importance(g: VictimGroup) -> tuple[int, int, int, str]:
 
 
 def _plan_tier(engine: Engine, work: Snapshot, removed: list[VictimGroup], request: PodRequest | GangRequest,
-               budgets: Sequence[Budget], cover: Mapping[str, tuple[int, ...]], ctx: Context | None = None,
-               ) -> tuple[bool, PreemptionPlan | None]:
+               budgets: Sequence[Budget], cover: Mapping[str, tuple[int, ...]], placer: Placer,
+               ctx: Context | None = None) -> tuple[bool, PreemptionPlan | None]:
     """Phases 3 and 4 for one tier (``work`` has every group of ``removed`` taken off; it is not changed):
     whether the request is placed, and the plan (None when it needs no victim)."""
     order = sorted(removed, key=_importance)
@@ -219,11 +228,11 @@ def _plan_tier(engine: Engine, work: Snapshot, removed: list[VictimGroup], reque
         for g in removed:
             if g.key in breaking:
                 _take(spared, g, 1)
-        out = place(spared, [request], engine, ctx).outcomes[0]
+        out = placer(spared)
         if out.placed:
             rest = [g for g in order if g.key not in breaking]
             return True, _best_node(engine, spared, rest, tuple(out.placements), request, budgets, cover, ctx)
-    out = place(work, [request], engine, ctx).outcomes[0]
+    out = placer(work)
     if not out.placed:
         return False, None
     order = [g for g in order if g.key in breaking] + [g for g in order if g.key not in breaking]

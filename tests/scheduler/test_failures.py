@@ -526,6 +526,27 @@ def test_an_elastic_gangs_later_pods_wait_for_room_next_to_its_running_members()
     assert not rig.events.for_object("default/g-0", "GangRestart") and rig.s.failures.restarted == 0
 
 
+def test_an_elastic_gangs_later_pod_preempts_next_to_its_running_members_not_where_room_is_free():
+    """The gang (min 2 of 3, one rack, priority 100) runs on n3 and n4; n5, the last node of rack r1,
+    holds a pod of priority 1, and rack r0 is empty. The third pod cannot go to r0 (not next to
+    the running members): it preempts the pod on n5 and is bound there."""
+    rig = Rig()
+    bind_directly(rig, o.pod("low", 8, priority=1), "n5")
+    pods = [{**p, "spec": {**p["spec"], "priority": 100}}
+            for p in o.our_gang("g", 3, 8, required_level="rack", gang_min_members="2")]
+    bind_directly(rig, pods[0], "n3")
+    bind_directly(rig, pods[1], "n4")
+    rig.cluster.add_pod(pods[2])
+    rig.run()
+    assert "default/low" not in rig.cluster.pods
+    assert rig.notes("default/g-2", "Preempting") == ["Preempting 1 pod(s) of lower priority (at most 1) on node(s) n5"]
+    rig.later(2)
+    now = rig.cluster.bound()
+    assert (now["default/g-0"], now["default/g-1"], now["default/g-2"]) == ("n3", "n4", "n5")
+    assert rig.s.failures.restarted == 0
+    rig.s.cache.ledger.check_invariants()
+
+
 def test_an_elastic_gang_at_its_minimum_keeps_its_survivors_when_the_rest_does_not_fit():
     """Racks of two: a gang of six 8-GPU members, min 2, runs with four (every node). One node dies:
     neither its member nor the two never placed fit anywhere, nor does the whole gang; the three
