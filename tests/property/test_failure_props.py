@@ -300,16 +300,8 @@ def test_a_partly_bound_gang_is_completed_restarted_or_left_running_never_left_s
     rig.run()
     if fail and not fail[1]:
         fail_node()
-    made = 0
     for _ in range(4):  # the job controller: a deleted member comes back under a new name
-        for key in [k for k in members if k not in rig.cluster.pods]:
-            made += 1
-            old = members.pop(key)
-            meta = {k: v for k, v in old["metadata"].items() if k not in ("uid", "resourceVersion")}
-            meta["name"] = f"g-r{made}"
-            spec = {k: v for k, v in old["spec"].items() if k != "nodeName"}
-            rig.cluster.add_pod({**old, "metadata": meta, "spec": spec, "status": {"phase": "Pending"}})
-            members[f"default/g-r{made}"] = rig.cluster.pods[f"default/g-r{made}"]
+        rig.recreate(members, name=lambda _, n: f"g-r{n}")
         rig.clock.now += 11
         rig.run()
         rig.s.cache.ledger.check_invariants()

@@ -72,21 +72,6 @@ def test_refused_bindings_and_deletions_never_leave_a_gang_short_or_a_gpu_held_t
         rig.cluster.fail(f"default/{name}", status, times=times, operation=op)
     for pod in templates.values():
         rig.cluster.add_pod(pod)
-    made = 0
-
-    def controller() -> None:
-        """The job controller: what was deleted comes back under a new name."""
-        nonlocal made
-        for key in [k for k in templates if k not in rig.cluster.pods]:
-            made += 1
-            old = templates.pop(key)
-            meta = {k: v for k, v in old["metadata"].items() if k not in ("uid", "resourceVersion")}
-            meta["name"] = f"{meta['name']}-r{made}"
-            spec = {k: v for k, v in old["spec"].items() if k != "nodeName"}
-            new = {**old, "metadata": meta, "spec": spec, "status": {"phase": "Pending"}}
-            templates[f"default/{meta['name']}"] = new
-            rig.cluster.add_pod(new)
-
     for step in range(12):  # the refusals are spent by step 8; then retries and backoffs run out
         if fail is not None and step == fail[1]:
             node = rig.cluster.nodes[fail[0]]
@@ -95,13 +80,13 @@ def test_refused_bindings_and_deletions_never_leave_a_gang_short_or_a_gpu_held_t
         rig.leading = step != follower
         rig.run()
         rig.leading = True
-        controller()
+        rig.recreate(templates)
         rig.clock.now += 11 if step < 8 else 61
         rig.run()
         rig.s.cache.ledger.check_invariants()
         rig.s.cache.check_gang_index()
     for _ in range(3):  # quiet: whatever the last deletions took comes back and is placed
-        controller()
+        rig.recreate(templates)
         rig.clock.now += 61
         rig.run()
 

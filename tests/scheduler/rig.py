@@ -24,6 +24,7 @@ class LoopRig:
         self.leading = leader
         self.settle = settle
         self.steps = steps
+        self.recreated = 0
         cfg = ServeConfig(levels=[LevelSpec(name="rack", label=o.RACK_LABEL)],
                           backoff=BackoffConfig(initial_s=1, max_s=10, unschedulable_retry_s=60), **config)
         self.s = Scheduler(cfg, self.cluster, self.events, clock=self.clock, bind_workers=0,
@@ -43,6 +44,20 @@ class LoopRig:
             self.cluster.add_pod(p)
         if self.settle:
             self.run()
+
+    def recreate(self, templates: dict[str, dict], name=None) -> None:
+        """The job controller: each pod of ``templates`` (pod key -> pod) that is gone from the
+        cluster comes back pending under a new name (``name(old name, n)``, default
+        ``<old>-r<n>``, n counting every pod re-created by this rig); ``templates`` follows."""
+        for key in [k for k in templates if k not in self.cluster.pods]:
+            self.recreated += 1
+            old = templates.pop(key)
+            meta = {k: v for k, v in old["metadata"].items() if k not in ("uid", "resourceVersion")}
+            meta["name"] = name(meta["name"], self.recreated) if name else f"{meta['name']}-r{self.recreated}"
+            spec = {k: v for k, v in old["spec"].items() if k != "nodeName"}
+            self.cluster.add_pod({**old, "metadata": meta, "spec": spec, "status": {"phase": "Pending"}})
+            templates[f"{meta.get('namespace', 'default')}/{meta['name']}"] = \
+                self.cluster.pods[f"{meta.get('namespace', 'default')}/{meta['name']}"]
 
     def notes(self, key: str, reason: str) -> list[str]:
         return [e.note for e in self.events.for_object(key, reason)]
