@@ -869,18 +869,10 @@ class Scheduler:
             return False
 
     def _carry_out(self, unit: Unit, req: Any, members: dict[str, str], plan: PreemptionPlan) -> None:
-        """Delete the victims (with an event each), tell the preemptor, nominate it."""
+        """Nominate the preemptor (and tell it), then delete the victims with an event each (a
+        victim whose deletion is refused ends the nomination, so it is recorded first)."""
         is_gang = isinstance(req, GangRequest)
         who = f"gang {req.name}" if is_gang else unit.key
-        for key, node in plan.victim_nodes:
-            ref = self._ref(key)
-            self._preempting.add(key)
-            self.reporter.event(ref, "Normal", "Preempted", "Preempting", f"Preempted by {who} on node {node}",
-                                dedup=False)
-            if self._pool is None:
-                self._handle(("preempted", key, self._evict(ref)))
-            else:
-                self._pool.submit(lambda key=key, ref=ref: self.inbox.put(("preempted", key, self._evict(ref))))
         nodes = sorted({node for _, node in plan.victim_nodes})
         count = len(plan.victim_nodes)
         note = (f"Preempting {count} pod(s) of lower priority (at most {plan.highest_victim_priority}) "
@@ -899,6 +891,15 @@ class Scheduler:
         self.metrics.preemption_victims.observe(count)
         log.info("preempting %d pod(s) on %s (%d PodDisruptionBudget violation(s))", count, ", ".join(nodes),
                  plan.pdb_violations, extra={"gang" if is_gang else "pod": req.name, "count": count})
+        for key, node in plan.victim_nodes:
+            ref = self._ref(key)
+            self._preempting.add(key)
+            self.reporter.event(ref, "Normal", "Preempted", "Preempting", f"Preempted by {who} on node {node}",
+                                dedup=False)
+            if self._pool is None:
+                self._handle(("preempted", key, self._evict(ref)))
+            else:
+                self._pool.submit(lambda key=key, ref=ref: self.inbox.put(("preempted", key, self._evict(ref))))
 
     def _on_victim_delete(self, key: str, err: KubeApiError | None) -> None:
         if err is None or err.is_not_found:
@@ -906,6 +907,9 @@ class Scheduler:
         self._preempting.discard(key)
         self._api_error("delete", err)
         log.error("could not delete a preemption victim: %s", err, extra={"pod": key})
+        for unit_key, nom in list(self._nominations.items()):
+            if key in nom.victims:  # the room it waits for is not coming: plan again after its backoff
+                self._end_nomination(unit_key, f"its victim {key} could not be deleted ({err})")
 
     # --- binding ---------------------------------------------------------------------------------------
 

@@ -196,3 +196,25 @@ def test_a_nomination_that_ends_without_a_new_plan_clears_nominated_node_name():
         rig.later(11)
     assert "default/hi" not in rig.s._nominations
     assert rig.nominated("default/hi") is None
+
+
+def test_a_nominated_unit_does_not_preempt_again_until_the_nomination_times_out():
+    """Its victim stays Terminating (its node's kubelet never confirms): the preemptor waits on
+    its nomination however often it is tried; after preemption_timeout_s it may preempt again."""
+    rig = Rig(nodes=2, per_rack=2, preemption_timeout_s=60)
+    rig.add(prio(o.pod("l0", 8), 1), prio(o.pod("l1", 8), 2))
+    l1_node = rig.bound()["default/l1"]
+    rig.cluster.slow = True
+    rig.add(prio(o.pod("hi", 8), 100))
+    attempts = rig.s.metrics.preemption_attempts._value
+    assert attempts.get() == 1 and rig.notes("default/l0", "Preempted") and rig.nominated("default/hi")
+    for _ in range(3):  # cluster changes make hi try again; it waits for its nomination
+        rig.clock.advance(11)
+        rig.cluster.add_node(o.node("n0", 8, rack="r0", labels={"touch": str(rig.clock.now)}))
+        rig.run()
+    assert attempts.get() == 1
+    rig.cluster.slow = False
+    rig.later(30)  # 63 s on: the nomination expires and hi preempts again (l0 still terminating)
+    assert attempts.get() == 2 and rig.notes("default/l1", "Preempted")
+    rig.later(11)
+    assert rig.bound().get("default/hi") == l1_node

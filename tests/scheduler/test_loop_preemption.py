@@ -62,6 +62,26 @@ def test_a_high_priority_pod_evicts_just_enough_and_binds_where_it_was_nominated
     assert (rig.attempts, hist._sum.get()) == (1, 1)
 
 
+def test_a_victim_whose_deletion_is_refused_ends_the_nomination_and_the_pod_plans_again(rig):
+    """The API refuses to delete the victim (403): the preemptor does not hold its nomination
+    for preemption_timeout_s (300 s) waiting for a pod that is not going; it plans again after
+    its backoff, and this time the eviction goes through."""
+    rig.add(low("l0", 8), low("l1", 8))
+    rig.cluster.fail("default/l0", 403, operation="delete")
+    rig.cluster.fail("default/l1", 403, operation="delete")
+    rig.add(o.pod("hi", 8, priority=100))
+    assert {"default/l0", "default/l1"} <= set(rig.cluster.pods)
+    assert rig.nominated("default/hi") is None  # the nomination ended and was cleared
+    assert not rig.s._nominations
+    assert rig.s.metrics.api_errors.labels(operation="delete", code="403")._value.get() == 1
+    for _ in range(2):  # the second plan may pick the other pod, whose first deletion is refused too
+        rig.clock.advance(11)
+        rig.run()
+    assert rig.cluster.bound().get("default/hi") in ("n0", "n1")
+    assert rig.attempts in (2, 3)
+    rig.s.cache.ledger.check_invariants()
+
+
 def test_a_victim_is_marked_disruption_target_before_it_is_deleted(rig):
     """kube-scheduler's DisruptionTarget condition, so a Job's podFailurePolicy can ignore preemptions."""
     seen: list[tuple[str, str, dict | None]] = []
@@ -119,27 +139,6 @@ def test_a_higher_priority_pod_may_take_a_nominated_place(rig):
     rig.clock.advance(11)  # past its backoff
     rig.run()
     assert rig.cluster.bound() == {"default/urgent": node, "default/hi": "n1"}
-
-
-def test_a_nominated_unit_does_not_preempt_again_until_the_nomination_times_out():
-    rig = Rig(preemption_timeout_s=60)
-    rig.add(*(low(f"l{i}", 8) for i in range(2)))
-    for k in ("default/l0", "default/l1"):
-        rig.cluster.fail(k, 403, times=1, operation="delete")  # the first delete of either is refused
-    rig.add(o.pod("hi", 8, priority=100))
-    assert rig.attempts == 1 and len(rig.cluster.bound()) == 2 and rig.nominated("default/hi")
-    assert rig.s.metrics.api_errors.labels(operation="delete", code="403")._value.get() == 1
-    for _ in range(3):  # cluster changes make hi try again; it waits for its nomination
-        rig.clock.advance(11)
-        rig.cluster.add_node(o.node("n0", 8, rack="r0", labels={"touch": str(rig.clock.now)}))
-        rig.run()
-    assert rig.attempts == 1
-    rig.clock.advance(30)  # 63 s on: the nomination expires: hi may preempt again, and this time the delete works
-    rig.run()
-    assert rig.attempts == 2 and len(rig.cluster.bound()) == 1
-    rig.clock.advance(11)  # past the (by now 10 s) backoff
-    rig.run()
-    assert "default/hi" in rig.cluster.bound() and len(rig.cluster.bound()) == 2
 
 
 def test_a_gang_victim_is_deleted_whole(rig):
