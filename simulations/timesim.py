@@ -72,6 +72,7 @@ from scheduler.preemption import Holder, PreemptionPlan, plan_preemption
 from scheduler.repair import plan_repair
 from scheduler.snapshot import PodShape
 from scheduler.workload_mix import WorkloadMix
+from scheduler.workloads.disruption import Budget, LabelSelector, Requirement
 from simulations import comm_model
 from simulations.core import EventLoop
 from simulations.timesim_metrics import RunResult, Segment
@@ -625,11 +626,12 @@ class TimeSim:
             if r.placed is not None:
                 a = self.ledger.get(r.placed.pod)
                 assert a is not None
-                holders.append(Holder(a, r.service.priority, r.lost_at is None))
+                holders.append(Holder(a, r.service.priority, r.lost_at is None, {"app": r.service.name}))
                 owners[r.placed.pod] = r
         return holders, owners
 
-    def _place_pod(self, req: PodRequest, key: tuple, tried: set[tuple], skip: bool) -> Placement | None:
+    def _place_pod(self, req: PodRequest, key: tuple, tried: set[tuple], skip: bool,
+                   preempts: bool = True) -> Placement | None:
         """One pod: the engine's place (unless its shape is known not to fit), else a preemption's."""
         if not skip:
             self.counters["decisions"] += 1
@@ -637,8 +639,25 @@ class TimeSim:
             if out.placed:
                 return out.placements[0]
             self._failed(key, tried)
-        plan = self._preempt(req, key, tried)
+        plan = self._preempt(req, key, tried) if preempts else None
         return plan.placements[0] if plan is not None else None
+
+    def _budgets(self) -> list[Budget]:
+        """A PodDisruptionBudget per service that has one, as the disruption controller would
+        publish it now: ``disruptionsAllowed`` = replicas serving - replicas it wants serving
+        (``min_available``, or the replicas the HPA wants less ``max_unavailable``)."""
+        out = []
+        for name, st in self.services.items():
+            svc: Service = st["service"]
+            if svc.max_unavailable is None and svc.min_available is None:
+                continue
+            mine = [r for r in self.replicas.values() if r.service.name == name]
+            healthy = sum(r.placed is not None and r.lost_at is None for r in mine)
+            want = svc.min_available if svc.min_available is not None else len(mine) - (svc.max_unavailable or 0)
+            ns, _, short = name.partition("/")
+            out.append(Budget(ns, short, LabelSelector((Requirement("app", "In", frozenset((name,))),)),
+                              max(0, healthy - want)))
+        return out
 
     def _preempt(self, req: PodRequest | GangRequest, key: tuple, tried: set[tuple]) -> PreemptionPlan | None:
         """For a unit that did not fit: plan, evict the victims and return the plan (its placements are
@@ -650,7 +669,8 @@ class TimeSim:
         plan = None
         if any(h.evictable and h.priority < req.priority for h in holders):
             self.preemption["plans"] += 1
-            plan = plan_preemption(self.engine, self.ledger.live, holders, req, ctx=self.ctx)
+            plan = plan_preemption(self.engine, self.ledger.live, holders, req, ctx=self.ctx,
+                                   budgets=self._budgets())
         if plan is None:
             self.preempt_memo[(key, req.priority)] = stamp
             return None
@@ -680,7 +700,7 @@ class TimeSim:
             self._evict_job(js, pods, now)
         self.preemption["events"].append({"t": now, "unit": plan.request, "priority": plan.priority,
                                           "jobs": sorted(hit), "replicas": replicas,
-                                          "pods": len(plan.victim_pods)})
+                                          "pods": len(plan.victim_pods), "pdb_violations": plan.pdb_violations})
 
     def _evict_job(self, js: _Job, pods: list[str], now: float) -> None:
         """Gang policies: the whole job goes back to the queue and restarts whole. Pods one by
@@ -713,7 +733,7 @@ class TimeSim:
             return False
         req = PodRequest(name=r.key, gpus=s.gpus_per_replica, cpu_milli=s.cpu_milli, memory_mib=s.memory_mib,
                          owner=s.name, spread_level=s.spread_level, priority=s.priority)
-        p = self._place_pod(req, key, tried, skip)
+        p = self._place_pod(req, key, tried, skip, s.preempts)
         if p is None:
             return False
         self._assume(p, owner=s.name)
@@ -765,7 +785,7 @@ class TimeSim:
                 preq: PodRequest | GangRequest = PodRequest(name=member, priority=js.job.priority, **_resources(role))
             else:  # volcano's all-or-nothing pods are planned as one gang (its scorers, no topology hints)
                 preq = js.req
-            plan = self._preempt(preq, key, tried)
+            plan = self._preempt(preq, key, tried) if js.job.preempts else None
             if plan is None:
                 return False
             placements = list(plan.placements)
@@ -819,7 +839,7 @@ class TimeSim:
                 continue
             for m in sorted(members, key=lambda m: (m.created_s, m.seq)):
                 req = PodRequest(name=m.key, priority=prio, **_resources(role))
-                p = self._place_pod(req, key, tried, self._skip(key, tried))
+                p = self._place_pod(req, key, tried, self._skip(key, tried), js.job.preempts)
                 if p is None:
                     break
                 self._assume(p, gang=js.job.name)

@@ -115,6 +115,7 @@ class RunResult:
             "jobs_preempted": len(set(jobs)),
             "replicas_preempted": sum(e["replicas"] for e in events),
             "pods_preempted": sum(e["pods"] for e in events),
+            "pdb_violations": sum(e["pdb_violations"] for e in events),
             "lost_gpu_hours": sum(_in_window(loss, w0, w1) for loss in pre["lost_gpu_s"]) / 3600.0,
             "startup_wait_by_priority_s": {str(p): _stats(np.array(waits[p], dtype=float))
                                            for p in sorted(waits, reverse=True)},

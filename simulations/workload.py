@@ -83,6 +83,9 @@ CALIBRATIONS: dict[str, Calibration] = {
 }
 
 
+PreemptionPolicy = Literal["PreemptLowerPriority", "Never"]  # a pod's spec.preemptionPolicy
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -116,6 +119,7 @@ class TrainingMix(_Strict):
     required_level: str | None = None
     rail_aligned: bool = True
     priority: int = 0
+    preemption_policy: PreemptionPolicy = "PreemptLowerPriority"
 
     @model_validator(mode="after")
     def _check(self) -> TrainingMix:
@@ -167,11 +171,17 @@ class ServiceSpec(_Strict):
     noise: Share = 0.1  # std-dev of the demand noise, as a share of (max - min)
     spread_level: str | None = None
     priority: int = 10
+    preemption_policy: PreemptionPolicy = "PreemptLowerPriority"
+    # a PodDisruptionBudget over the service's replicas (one of the two, absolute numbers)
+    max_unavailable: Annotated[int, Field(ge=0)] | None = None
+    min_available: Annotated[int, Field(ge=0)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ServiceSpec:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas {self.min_replicas} exceeds max_replicas {self.max_replicas}")
+        if self.max_unavailable is not None and self.min_available is not None:
+            raise ValueError("give max_unavailable or min_available, not both (a PodDisruptionBudget has one)")
         return self
 
 
@@ -209,6 +219,7 @@ class JobSpec(_Strict):
     required_level: str | None = None
     rail_aligned: bool = False
     priority: int = 0
+    preemption_policy: PreemptionPolicy = "PreemptLowerPriority"
 
 
 class NodeFailureSpec(_Strict):
@@ -321,6 +332,7 @@ class Job:
     required_level: str | None = None
     rail_aligned: bool = False
     priority: int = 0
+    preempts: bool = True  # preemptionPolicy PreemptLowerPriority (False: Never)
 
     @property
     def gpus(self) -> int:
@@ -345,6 +357,9 @@ class Service:
     noise: float
     spread_level: str | None
     priority: int
+    preempts: bool = True  # preemptionPolicy PreemptLowerPriority (False: Never)
+    max_unavailable: int | None = None  # its PodDisruptionBudget, if any
+    min_available: int | None = None
 
     def demand(self, t_s: float, rng: np.random.Generator) -> int:
         """Desired replicas at time ``t_s``: a diurnal curve peaking at ``peak_hour``, plus noise."""
@@ -485,14 +500,15 @@ def generate(wl: WorkloadFile, arrays: TopologyArrays, hours: float, seed: int) 
             jobs.append(Job(f"train/j{i:05d}", t, workers, per, launcher, max(dur, 1.0), share,
                             mix.cpu_milli_per_gpu, mix.memory_mib_per_gpu, mix.launcher_cpu_milli,
                             mix.launcher_memory_mib, mix.preferred_level if gpus > 1 else None,
-                            mix.required_level if gpus > 1 else None, mix.rail_aligned and per > 1, mix.priority))
+                            mix.required_level if gpus > 1 else None, mix.rail_aligned and per > 1, mix.priority,
+                            mix.preemption_policy != "Never"))
             i += 1
     for j in wl.jobs:
         launcher = j.launcher if j.launcher is not None else j.workers > 1
         jobs.append(Job(j.name, j.arrival_s, j.workers, j.gpus_per_worker, launcher, j.duration_s,
                         j.comm_share, j.cpu_milli_per_gpu, j.memory_mib_per_gpu,
                         preferred_level=j.preferred_level, required_level=j.required_level,
-                        rail_aligned=j.rail_aligned, priority=j.priority))
+                        rail_aligned=j.rail_aligned, priority=j.priority, preempts=j.preemption_policy != "Never"))
     jobs = [j for j in jobs if j.arrival_s < horizon]
     jobs.sort(key=lambda j: (j.arrival_s, j.name))
     services: list[Service] = []
@@ -502,7 +518,8 @@ def generate(wl: WorkloadFile, arrays: TopologyArrays, hours: float, seed: int) 
                 name = s.name if s.count == 1 else f"{s.name}-{k}"
                 services.append(Service(f"serve/{name}", s.gpus_per_replica, s.cpu_milli, s.memory_mib,
                                         s.min_replicas, s.max_replicas, s.peak_hour, s.noise, s.spread_level,
-                                        s.priority))
+                                        s.priority, s.preemption_policy != "Never", s.max_unavailable,
+                                        s.min_available))
     failures = [NodeFailure(f.node, f.at_s, f.repair_s) for f in wl.node_failures if f.at_s < horizon]
     fs = wl.failures
     if fs.node_mtbf_hours is not None:

@@ -187,3 +187,62 @@ def test_cli_preemption_flag(tmp_path, capsys):
     assert "preemption" not in off and on["preemption"] is True and on["command"].endswith("--preemption")
     assert on["policies"]["toposched"]["preemption"]["preemptions"] == 1
     assert off["policies"]["toposched"]["startup_wait_s"]["max"] == pytest.approx(4000.0)
+
+
+def _services(*specs: ServiceSpec, jobs=()) -> WorkloadFile:
+    return WorkloadFile(jobs=tuple(jobs), inference=InferenceMix(services=specs, sync_period_s=60),
+                        failures=QUIET, recovery=RECOVERY)
+
+
+def _chat(name: str, priority: int, replicas: int = 1, **pdb) -> ServiceSpec:
+    return ServiceSpec(name=name, gpus_per_replica=4, cpu_milli=1000, memory_mib=1024, min_replicas=replicas,
+                       max_replicas=replicas, noise=0.0, priority=priority, **pdb)
+
+
+def test_a_services_disruption_budget_steers_the_eviction_to_a_replica_it_does_not_protect():
+    """a (priority 1) and b (priority 2, preemptionPolicy Never) hold one node each; hi (priority 5)
+    needs a node. Without a budget the lowest tier goes (a); with a budget that allows a no
+    disruption, b goes instead (kube-scheduler: a later tier whose plan breaks no budget wins)."""
+    hi = job("hi", 1, 4, at=100, dur=500, priority=5)
+    b = _chat("b", 2, preemption_policy="Never")
+    free = sim(TWO, _services(_chat("a", 1), b, jobs=[hi]), "toposched", hours=0.1, preemption=True)
+    guarded = sim(TWO, _services(_chat("a", 1, max_unavailable=0), b, jobs=[hi]), "toposched", hours=0.1,
+                  preemption=True)
+    for s, lost in ((free, "serve/a"), (guarded, "serve/b")):
+        (ev,) = s.preemption["events"]
+        assert ev["replicas"] == 1 and ev["pdb_violations"] == 0 and ev["t"] == pytest.approx(100.0)
+        assert {r.service.name for r in s.replicas.values() if r.placed is None} == {lost}
+        assert jobs_by_name(s)["hi"]["startup_wait_s"] == pytest.approx(0.0)
+    assert guarded.result.summary()["preemption"]["pdb_violations"] == 0
+
+
+def test_a_budget_that_every_plan_breaks_is_broken_and_counted():
+    """Both nodes hold replicas of a, whose budget allows no disruption (min_available 2): hi still
+    preempts one (a budget is not a hard limit for preemption), and the violation is counted."""
+    hi = job("hi", 1, 4, at=100, dur=500, priority=5)
+    s = sim(TWO, _services(_chat("a", 1, replicas=2, min_available=2), jobs=[hi]), "volcano", hours=0.1,
+            preemption=True)
+    p = s.result.summary()["preemption"]
+    assert p["replicas_preempted"] == 1 and p["pdb_violations"] == 1
+
+
+def test_a_unit_with_preemption_policy_never_waits_instead_of_preempting():
+    wl = WorkloadFile(jobs=(job("lo", 2, 4, at=0, dur=5000, launcher=False),
+                            job("hi", 1, 4, at=1000, dur=500, priority=5, preemption_policy="Never")),
+                      failures=QUIET, recovery=RECOVERY)
+    for policy in ("default", "toposched"):
+        s = sim(TWO, wl, policy, hours=2.0, preemption=True)
+        assert jobs_by_name(s)["hi"]["startup_wait_s"] == pytest.approx(4000.0), policy
+        assert s.result.summary()["preemption"]["preemptions"] == 0
+    chat = ServiceSpec(name="chat", gpus_per_replica=4, cpu_milli=1000, memory_mib=1024, min_replicas=0,
+                       max_replicas=1, peak_hour=6.01, noise=0.0, preemption_policy="Never")  # 1 replica from 60 s
+    s = sim(TWO, _services(chat, jobs=[job("lo", 2, 4, dur=9000, launcher=False)]), "toposched", hours=0.1,
+            preemption=True)
+    assert len(s.replicas) == 1
+    assert s.result.summary()["preemption"]["preemptions"] == 0
+    assert all(r.placed is None for r in s.replicas.values())
+
+
+def test_a_service_takes_one_kind_of_disruption_budget():
+    with pytest.raises(ValueError, match="give max_unavailable or min_available, not both"):
+        _chat("a", 1, max_unavailable=1, min_available=1)
