@@ -67,8 +67,8 @@ def preemption_table(summaries: Sequence[dict[str, Any]]) -> str:
     runs = [s for s in summaries if "preemption" in s]
     if not runs:
         return ""
-    head = ["policy", "preemptions", "job evictions", "jobs hit", "replicas evicted", "lost GPU-h", "top prio",
-            "its wait mean", "its wait p90", "replica wait p90"]
+    head = ["policy", "preemptions", "job evictions", "jobs hit", "replicas evicted", "PDB violations",
+            "lost GPU-h", "top prio", "its wait mean", "its wait p90", "replica wait p90"]
     rows = [head]
     for s in runs:
         p = s["preemption"]
@@ -76,7 +76,7 @@ def preemption_table(summaries: Sequence[dict[str, Any]]) -> str:
         top = next(iter(by_prio), None)  # highest priority first
         w = by_prio[top] if top is not None else {"mean": None, "p90": None}
         rows.append([s["policy"], str(p["preemptions"]), str(p["job_evictions"]), str(p["jobs_preempted"]),
-                     str(p["replicas_preempted"]), f"{p['lost_gpu_hours']:.1f}", "-" if top is None else top,
+                     str(p["replicas_preempted"]), str(p["pdb_violations"]), f"{p['lost_gpu_hours']:.1f}", "-" if top is None else top,
                      _fmt_s(w["mean"]), _fmt_s(w["p90"]), _fmt_s(p["replica_wait_s"]["p90"])])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))

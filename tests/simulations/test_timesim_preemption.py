@@ -214,6 +214,7 @@ def test_a_services_disruption_budget_steers_the_eviction_to_a_replica_it_does_n
         assert {r.service.name for r in s.replicas.values() if r.placed is None} == {lost}
         assert jobs_by_name(s)["hi"]["startup_wait_s"] == pytest.approx(0.0)
     assert guarded.result.summary()["preemption"]["pdb_violations"] == 0
+    assert "PDB violations" in preemption_table([guarded.result.summary()])
 
 
 def test_a_budget_that_every_plan_breaks_is_broken_and_counted():
