@@ -41,6 +41,9 @@ def add_workload_parser(kinds: argparse._SubParsersAction) -> argparse.ArgumentP
                    help="CP-SAT time limit per gang, seconds (default: %(default)s)")
     w.add_argument("--preemption", action="store_true",
                    help="every policy preempts: a unit that does not fit evicts lower-priority jobs and replicas")
+    w.add_argument("--preemption-grace", type=float, default=0.0, metavar="SECONDS",
+                   help="with --preemption: victims hold their resources this long after the eviction "
+                        "(terminationGracePeriodSeconds) and the preemptor waits for them (default: %(default)s)")
     w.add_argument("--out", default="out/workload", help="output folder (default: %(default)s)")
     w.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     w.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -63,6 +66,11 @@ def run_workload(args: argparse.Namespace) -> int:
         raise SpecError("must be a positive number of seconds", source="--gang-time-limit", value=args.gang_time_limit)
     if args.seed < 0:
         raise SpecError("must be an integer >= 0", source="--seed", value=args.seed)
+    if not (math.isfinite(args.preemption_grace) and args.preemption_grace >= 0):
+        raise SpecError("must be a number of seconds >= 0", source="--preemption-grace", value=args.preemption_grace)
+    if args.preemption_grace and not args.preemption:
+        raise SpecError("only applies with --preemption", source="--preemption-grace", value=args.preemption_grace,
+                        fix="add --preemption, or leave --preemption-grace out")
     policies = resolve_policies(args.policy)
     cluster = load_cluster(args.cluster)
     arrays = build_arrays(cluster)
@@ -71,7 +79,8 @@ def run_workload(args: argparse.Namespace) -> int:
     wl = load_workload(args.workload)
     check_against(wl, arrays, args.workload)
     cfg = SimConfig(hours=args.hours, seed=args.seed, warmup_hours=args.warmup, gang_solver=args.gang_solver,
-                    gang_time_limit_s=args.gang_time_limit, preemption=args.preemption)
+                    gang_time_limit_s=args.gang_time_limit, preemption=args.preemption,
+                    preemption_grace_s=args.preemption_grace)
     gen = generate(wl, arrays, cfg.hours, cfg.seed)
     from scheduler.cli_simulate import prepare_out
 
@@ -108,6 +117,7 @@ def run_workload(args: argparse.Namespace) -> int:
     }
     if args.preemption:
         meta["preemption"] = True
+        meta["preemption_grace_s"] = args.preemption_grace
     doc = write_report(runs, out, meta, plots=not args.no_plots)
     print(f"{wl.name} on {args.cluster}: {gen.info.get('jobs', 0)} jobs, {gen.info.get('services', 0)} services, "
           f"{gen.info.get('node_failures', 0)} node failures over {args.hours:g} h (warm-up {args.warmup:g} h), "
@@ -128,4 +138,6 @@ def _command(args: argparse.Namespace) -> str:
         parts += ["--gang-solver", args.gang_solver, "--gang-time-limit", f"{args.gang_time_limit:g}"]
     if args.preemption:
         parts.append("--preemption")
+        if args.preemption_grace:
+            parts += ["--preemption-grace", f"{args.preemption_grace:g}"]
     return shlex.join(parts)

@@ -25,7 +25,8 @@ event loop is ``simulations.core.EventLoop`` (seeded, simulated clock). Phases o
    - preemption (``SimConfig.preemption``, every policy): a unit that does not fit asks
      ``scheduler.preemption.plan_preemption`` for lower-priority victims; they are evicted
      (a running job is interrupted as by a failure) and the unit is placed at once where
-     the plan put it (see ``_preempt``).
+     the plan put it, or, with ``preemption_grace_s``, when the victims' pods have
+     terminated (see ``_preempt`` and ``_terminating``).
 3. **Run time.** A job's step time grows with the communication cost of its placement
    (``simulations.comm_model``); an interruption loses the work since the last
    checkpoint and a restart pays ``restart_overhead_s``.
@@ -96,6 +97,9 @@ class SimConfig:
     gang_time_limit_s: float = 0.2
     check_every: int = 0  # run ledger.check_invariants() every N cycles (0: at the end only)
     preemption: bool = False  # a unit that does not fit may evict lower-priority jobs and replicas
+    # victims hold their resources this long after the eviction (terminationGracePeriodSeconds);
+    # the preemptor is nominated meanwhile and placed when they are gone (0: at once)
+    preemption_grace_s: float = 0.0
 
 
 class JobState(StrEnum):
@@ -203,6 +207,7 @@ class TimeSim:
         self.lowest_priority = min([j.priority for j in gen.jobs] + [s.priority for s in gen.services], default=0)
         self.replica_waits: list[tuple[float, float]] = []  # (t bound, pending since creation or eviction)
         self.preemption: dict[str, Any] = {"plans": 0, "events": [], "lost_gpu_s": []}
+        self.nominated: set[str] = set()  # preemptors waiting for their victims to terminate (by request name)
 
     # ----------------------------------------------------------------- bookkeeping
 
@@ -662,8 +667,8 @@ class TimeSim:
     def _preempt(self, req: PodRequest | GangRequest, key: tuple, tried: set[tuple]) -> PreemptionPlan | None:
         """For a unit that did not fit: plan, evict the victims and return the plan (its placements are
         free now), or None (preemption off, nothing below the unit's priority, or no plan)."""
-        if not self._may_preempt(key, req.priority):
-            return None
+        if req.name in self.nominated or not self._may_preempt(key, req.priority):
+            return None  # (a nominated unit waits for its victims to go)
         stamp = (self.free_epoch, self.evict_epoch)
         holders, owners = self._holders()
         plan = None
@@ -674,10 +679,85 @@ class TimeSim:
         if plan is None:
             self.preempt_memo[(key, req.priority)] = stamp
             return None
+        grace = self.cfg.preemption_grace_s
+        held = [self.ledger.get(k) for k in plan.victim_pods] if grace > 0 else []
         self._evict(plan, owners)
         tried.discard(key)  # capacity changed: the shape may fit again without preempting
         self._kick()  # the victims are pending again: another cycle at this instant
+        if grace > 0:
+            self._terminating(plan, [a for a in held if a is not None], grace)
+            return None
         return plan
+
+    def _terminating(self, plan: PreemptionPlan, victims: list[Allocation], grace: float) -> None:
+        """The victims' pods terminate for ``grace`` seconds: their resources stay taken (under
+        ``<pod>~terminating``; the job or replica itself is already evicted and pending). The
+        preemptor is nominated: it plans no other preemption, and the rest of the room its plan
+        uses (free GPUs, CPU and memory next to the victims') is held for it (``<unit>~nominated``),
+        so no unit slips in meanwhile. When the pods are gone both are released and a scheduling
+        cycle runs at once, highest priority first: the preemptor takes the room."""
+        keys, counted = [], []
+        for a in victims:
+            k = f"{a.key}~terminating"
+            self.ledger.assume(replace(a, key=k, gang=None, owner=None))
+            self.ledger.confirm(k)
+            self.alloc_gpus += len(a.gpus) if a.gpu_milli >= GPU_MILLI else 0
+            keys.append(k)
+            counted.append(k)
+        keys += self._hold_for(plan, victims)
+        self.nominated.add(plan.request)
+        self._record()
+
+        def gone(lp: EventLoop) -> None:
+            for k in keys:
+                a = self.ledger.get(k)
+                assert a is not None
+                self.ledger.release(k)
+                if k in counted:
+                    self.alloc_gpus -= len(a.gpus) if a.gpu_milli >= GPU_MILLI else 0
+            self.free_epoch += 1
+            self.nominated.discard(plan.request)
+            self._record()
+            self._kick()
+
+        self.loop.schedule(self.loop.now + grace, gone, P_DONE)
+
+    def _hold_for(self, plan: PreemptionPlan, victims: list[Allocation]) -> list[str]:
+        """Take what the plan's placements need beyond the victims' resources on each node (the
+        nomination); returns the ledger keys."""
+        need: dict[int, dict] = {}
+        for p in plan.placements:
+            n = need.setdefault(p.node_index, {"gpu": {}, "cpu": 0, "mem": 0, "ext": {}})
+            for g in p.gpus:
+                n["gpu"][g] = n["gpu"].get(g, 0) + p.gpu_milli
+            n["cpu"] += p.cpu_milli
+            n["mem"] += p.memory_mib
+            for name, v in p.extended:
+                n["ext"][name] = n["ext"].get(name, 0) + v
+        for a in victims:
+            n = need.get(a.node)
+            if n is None:
+                continue
+            for g in a.gpus:
+                if g in n["gpu"]:
+                    n["gpu"][g] -= a.gpu_milli
+            n["cpu"] -= a.cpu_milli
+            n["mem"] -= a.memory_mib
+            for name, v in a.extended:
+                if name in n["ext"]:
+                    n["ext"][name] -= v
+        keys = []
+        for node, n in sorted(need.items()):
+            ext = tuple(sorted((k, v) for k, v in n["ext"].items() if v > 0))
+            parts = [((g,), m, 0, 0, ()) for g, m in sorted(n["gpu"].items()) if m > 0]
+            if n["cpu"] > 0 or n["mem"] > 0 or ext:
+                parts.append(((), 0, max(n["cpu"], 0), max(n["mem"], 0), ext))
+            for gpus, milli, cpu, mem, extended in parts:
+                k = f"{plan.request}~nominated~{len(keys)}"
+                self.ledger.assume(Allocation(k, node, gpus, milli, cpu, mem, extended=extended))
+                self.ledger.confirm(k)
+                keys.append(k)
+        return keys
 
     def _evict(self, plan: PreemptionPlan, owners: dict[str, _Job | _Replica]) -> None:
         """Carry a plan out: victim replicas go back to pending; victim jobs are interrupted

@@ -131,7 +131,8 @@ def test_pods_one_by_one_victim_survivors_wait_for_their_recreated_pod():
     assert lo.state.value == "starting" and len(lo.placed) == 1  # placed again alone after the timeout
 
 
-def test_preemption_is_deterministic_and_keeps_the_ledger_consistent():
+@pytest.mark.parametrize("grace", [0.0, 90.0])
+def test_preemption_is_deterministic_and_keeps_the_ledger_consistent(grace):
     arrays = arrays_of(SIX)
     svc = ServiceSpec(name="chat", count=2, gpus_per_replica=2, cpu_milli=1000, memory_mib=1024, min_replicas=1,
                       max_replicas=4, peak_hour=1.0, noise=0.3, spread_level="su")
@@ -140,7 +141,7 @@ def test_preemption_is_deterministic_and_keeps_the_ledger_consistent():
                       inference=InferenceMix(services=(svc,), sync_period_s=60),
                       jobs=tuple(job(f"urgent{k}", 2, 4, at=1800 * (k + 1), dur=900, priority=5) for k in range(3)),
                       failures=FailureSpec(node_mtbf_hours=3, repair_mean_hours=0.2))
-    cfg = SimConfig(hours=2, seed=7, warmup_hours=0.0, check_every=1, preemption=True)
+    cfg = SimConfig(hours=2, seed=7, warmup_hours=0.0, check_every=1, preemption=True, preemption_grace_s=grace)
     gen = generate(wl, arrays, cfg.hours, cfg.seed)
     for name in POLICIES:
         a, b = (TimeSim(arrays, gen, wl, ALL[name], cfg).run().summary() for _ in range(2))
@@ -187,6 +188,14 @@ def test_cli_preemption_flag(tmp_path, capsys):
     assert "preemption" not in off and on["preemption"] is True and on["command"].endswith("--preemption")
     assert on["policies"]["toposched"]["preemption"]["preemptions"] == 1
     assert off["policies"]["toposched"]["startup_wait_s"]["max"] == pytest.approx(4000.0)
+    assert main([*args, "--preemption", "--preemption-grace", "120", "--out", str(tmp_path / "grace")]) == 0
+    grace = json.loads((tmp_path / "grace" / "summary.json").read_text())
+    assert grace["preemption_grace_s"] == 120 and grace["command"].endswith("--preemption --preemption-grace 120")
+    assert grace["policies"]["toposched"]["preemption"]["startup_wait_by_priority_s"]["5"]["max"] == \
+        pytest.approx(120.0)
+    capsys.readouterr()
+    assert main([*args, "--preemption-grace", "30", "--out", str(tmp_path / "bad")]) == 2
+    assert "--preemption-grace" in capsys.readouterr().err
 
 
 def _services(*specs: ServiceSpec, jobs=()) -> WorkloadFile:
@@ -247,3 +256,49 @@ def test_a_unit_with_preemption_policy_never_waits_instead_of_preempting():
 def test_a_service_takes_one_kind_of_disruption_budget():
     with pytest.raises(ValueError, match="give max_unavailable or min_available, not both"):
         _chat("a", 1, max_unavailable=1, min_available=1)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_victims_hold_their_gpus_for_the_grace_period_and_the_preemptor_starts_when_they_are_gone(policy):
+    """HIGH with a 120 s grace period: lo is evicted at 1,000 s (its work back to the 900 s
+    checkpoint) but its pods hold both nodes until 1,120 s; hi starts then (waits 120 s) and
+    leaves at 1,620 s; lo restarts then: 60 s overhead and its 4,100 s left, done at 5,780 s."""
+    s = sim(TWO, HIGH, policy, hours=2.0, preemption=True, preemption_grace_s=120)
+    j = jobs_by_name(s)
+    assert j["hi"]["startup_wait_s"] == pytest.approx(120.0) and j["hi"]["jct_s"] == pytest.approx(620.0)
+    assert j["lo"]["preemptions"] == 1 and j["lo"]["jct_s"] == pytest.approx(1620 + 60 + 4100)
+    alloc = {t: gpus for t, gpus, _ in s.timeline}
+    assert alloc[1000.0] == 8  # the evicted pods still hold their GPUs while they terminate
+    if policy != "default":  # (pods one by one: lo's other pod takes the second node at 1,120 s)
+        assert alloc[1120.0] == 4
+    p = s.result.summary()["preemption"]
+    assert p["preemptions"] == 1 and p["plans"] == 1  # hi planned once and waited on its nomination
+    assert not s.nominated and not [a for a in s.ledger.allocations() if a.key.endswith("~terminating")]
+
+
+def test_a_lower_priority_unit_does_not_take_the_room_a_preemptor_waits_for():
+    """mid (priority 3, one node) arrives during hi's grace period: the terminating pods hold both
+    nodes, and when they are gone hi (priority 5) is placed first; mid takes the other node."""
+    wl = WorkloadFile(jobs=(*HIGH.jobs, job("mid", 1, 4, at=1050, dur=500, priority=3)), failures=QUIET,
+                      recovery=RECOVERY)
+    s = sim(TWO, wl, "toposched", hours=2.0, preemption=True, preemption_grace_s=120)
+    j = jobs_by_name(s)
+    assert j["hi"]["startup_wait_s"] == pytest.approx(120.0)
+    assert j["mid"]["startup_wait_s"] == pytest.approx(70.0)  # 1,050 -> 1,120 s
+    assert j["mid"]["preemptions"] == 0 and s.result.summary()["preemption"]["preemptions"] == 1
+
+
+def test_the_free_part_of_a_nominated_room_is_held_for_the_preemptor_during_the_grace_period():
+    """lo (2 GPUs) and full (4 GPUs) arrive first, one node each. hi (4 GPUs, priority 5) evicts lo
+    and needs the 2 free GPUs beside it too; small (2 GPUs, priority 0) arrives during the grace
+    period and would fit in those: they are held for hi, which starts when lo's pods are gone."""
+    wl = WorkloadFile(jobs=(job("lo", 1, 2, at=0, dur=5000), job("full", 1, 4, at=1, dur=5000),
+                            job("hi", 1, 4, at=1000, dur=500, priority=5),
+                            job("small", 1, 2, at=1050, dur=100)),
+                      failures=QUIET, recovery=RECOVERY)
+    for policy in ("volcano", "toposched"):
+        s = sim(TWO, wl, policy, hours=2.0, preemption=True, preemption_grace_s=120)
+        j = jobs_by_name(s)
+        assert j["hi"]["startup_wait_s"] == pytest.approx(120.0), policy
+        assert j["small"]["startup_wait_s"] == pytest.approx(1620 - 1050), policy  # after hi leaves
+        assert s.result.summary()["preemption"]["preemptions"] == 1, policy
