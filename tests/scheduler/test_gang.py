@@ -421,3 +421,68 @@ def test_shares_of_two_sizes_go_to_a_node_whose_gpus_pack_them(solver):
     out = place(ledger.snapshot(), [gang], PlacementConfig(gang={"solver": solver})).outcomes[0]
     assert out.placed and {p.node for p in out.placements} == {"n1"}
     assert len({p.gpus for p in out.placements}) == 3
+
+
+# ------------------------------------------------- slices of several compositions (greedy too)
+
+def slices_hold(req: GangRequest, out, dom: dict[str, str]) -> bool:
+    """Every run of ``slice_size`` members sits in one domain (``dom``: node -> domain)."""
+    nodes = [p.node for p in out.placements]
+    return all(len({dom[n] for n in nodes[j: j + req.slice_size]}) == 1 for j in range(0, len(nodes), req.slice_size))
+
+
+def launcher_cluster(slice_level: str) -> Ledger:
+    """n0 [....] 32 CPUs, n1..n3 [...] 12 CPUs: only n0 has room for the 13-CPU launcher.
+    In racks r0..r3 (one node each) for rack slices, all in r0 for host slices."""
+    return ledger(node("n0", 4, cpu=32000, rack="r0"),
+                  *(node(f"n{i}", 3, cpu=12000, rack=f"r{i}" if slice_level == "rack" else "r0") for i in (1, 2, 3)))
+
+
+def launcher_gang(slice_level: str, **kw) -> GangRequest:
+    """1 launcher + 8 workers in slices of 3: {launcher, w0, w1}, {w2, w3, w4}, {w5, w6, w7}."""
+    return GangRequest(name="ml/job", roles=(GangRole(name="launcher", count=1, cpu_milli=13000),
+                                            GangRole(name="worker", count=8, gpus=1, cpu_milli=4000)),
+                       slice_size=3, slice_level=slice_level, **kw)
+
+
+GREEDY_MISCOUNTS = pytest.mark.xfail(strict=True, reason="greedy counts every slice as the largest of each role")
+
+
+@pytest.mark.parametrize("solver", [pytest.param("greedy", marks=GREEDY_MISCOUNTS), "cpsat"])
+@pytest.mark.parametrize(("slice_level", "required"), [("host", None), ("rack", None), ("host", "rack")])
+def test_each_slice_counts_by_its_own_composition(solver, slice_level, required):
+    """Only n0 takes the launcher's slice; the workers' slices fit on n1..n3 (3 workers each). Greedy
+    counted every slice as launcher + 3 workers, found room for one, and reported the gang INFEASIBLE."""
+    req = launcher_gang(slice_level, required_level=required)
+    out = decide(launcher_cluster(slice_level), req, solver=solver)
+    assert out.placed and len(out.placements) == 9, out.reason
+    assert [p.node for p in out.placements[:3]] == ["n0"] * 3
+    dom = {f"n{i}": f"n{i}" for i in range(4)}
+    assert slices_hold(req, out, dom)
+
+
+#   rack r0: n0 [.....] (launcher fits)   rack r1: n1 [...] (launcher fits)
+@GREEDY_MISCOUNTS
+def test_greedy_puts_the_launcher_slice_where_it_costs_no_worker_slice():
+    """{launcher, w0, w1} fits either rack; in r1 it leaves one worker free, no whole slice, so the
+    two slices of three workers need r0 and r1 both: r0 must take the launcher's slice."""
+    led = ledger(node("n0", 5, rack="r0"), node("n1", 3, rack="r1"))
+    req = GangRequest(name="ml/job", roles=(GangRole(name="launcher", count=1, cpu_milli=1000),
+                                            GangRole(name="worker", count=8, gpus=1)),
+                      slice_size=3, slice_level="rack")
+    out = decide(led, req, solver="greedy")
+    assert out.placed, out.reason
+    assert [p.node for p in out.placements] == ["n0"] * 6 + ["n1"] * 3
+
+
+@pytest.mark.parametrize("solver", [pytest.param("greedy", marks=GREEDY_MISCOUNTS), "cpsat"])
+def test_roles_that_do_not_divide_into_slices(solver):
+    """2 launchers + 4 workers in slices of 3: {l0, l1, w0} and {w1, w2, w3}. n0 [.] holds the first
+    (one GPU, 20 CPUs), n1 [...] (8 CPUs) the second; no node holds two launchers and three workers."""
+    led = ledger(node("n0", 1, cpu=20000, rack="r0"), node("n1", 3, cpu=8000, rack="r0"))
+    req = GangRequest(name="ml/job", roles=(GangRole(name="launcher", count=2, cpu_milli=8000),
+                                            GangRole(name="worker", count=4, gpus=1, cpu_milli=2000)),
+                      slice_size=3, slice_level="host")
+    out = decide(led, req, solver=solver)
+    assert out.placed, out.reason
+    assert [p.node for p in out.placements] == ["n0"] * 3 + ["n1"] * 3
