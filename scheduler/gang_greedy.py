@@ -4,15 +4,22 @@ Always available, fast, and the baseline CP-SAT must match or beat. Phases:
 
 1. **Units.** A unit is a slice (when the gang has slices, at and above the slice level)
    or a member of the primary role (the heaviest). Elastic gangs try every member, then
-   binary-search the most units that still fit (at least ``min_members``).
+   binary-search the most units that still fit (at least ``min_members``). Slices of
+   several compositions (a launcher in the first slice only, roles that do not divide into
+   slices) are handed out by type: a child's capacity is how many of the wanted slices its
+   slice-domains hold, each counted by its own composition (``gang_model.slice_fill``:
+   scarcest type first, each type to the slice-domains where it costs the later types
+   least, then largest first).
 2. **Required domain.** With a required level, the best-fit domain of that level that
    holds the whole gang alone (fewest spare units, then fewest free GPUs, then lowest id).
 3. **Descent.** At each level, among the children of the domains chosen so far: if one
    child holds everything, the best fit; otherwise the fewest children (largest first)
    with the best fit for the remainder. ``balanced`` spreads the units of the balance
-   level's children as evenly as capacity allows (water filling). At the slice level,
-   slices are handed to slice-domains in order. At the host level the same rule picks
-   nodes (ties: link cost, then free GPUs, then topology order).
+   level's children as evenly as capacity allows (water filling). With slices of several
+   types, a child that cannot hold all takes first the types the other children have the
+   least room for. At the slice level, slices are handed to slice-domains (of each type,
+   the lowest ids first). At the host level the same rule picks nodes (ties: link cost,
+   then free GPUs, then topology order).
 4. **Other roles** (e.g. a launcher) go to the nearest nodes with room: nodes already
    used, then nodes sharing the narrowest domain with them, and so on up; inside their
    slice's domain when the gang has slices, inside the required domain when there is one.
@@ -22,7 +29,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from scheduler.gang_model import Assignment, GangProblem, demand, unit_capacity
+from scheduler.gang_model import (
+    BIG,
+    Assignment,
+    GangProblem,
+    demand,
+    slice_bins,
+    slice_fill,
+    slice_resources,
+    slices_fit,
+    type_order,
+    unit_capacity,
+)
 
 
 def greedy(prob: GangProblem) -> Assignment | None:
@@ -63,6 +81,12 @@ class _Run:
         self.slicing = prob.slice_level is not None
         self.slice_dom = np.full(k, -1, dtype=np.int64) if self.slicing else None
         self.next_slice = 0
+        # slices of several compositions: handed out by type (``descend_typed``), not counted
+        # as the largest of each role
+        self.typed = self.slicing and len(prob.types) > 1
+        if self.typed:
+            self.res, self.take = slice_resources(prob)
+            self.queue = [list(np.flatnonzero(prob.unit_type[:k] == t)) for t in range(len(prob.types))]
 
     def ties(self, lvl: int, pos: np.ndarray, uniq: np.ndarray) -> list[np.ndarray]:
         """Tie-breakers per child, most important first (smaller is better)."""
@@ -137,6 +161,140 @@ class _Run:
                 return False
         return True
 
+    def pick_typed(self, lvl: int, pos: np.ndarray, want: np.ndarray, hold: np.ndarray | None = None,
+                   single: bool = False) -> tuple[np.ndarray, np.ndarray, list[tuple[int, np.ndarray]]] | None:
+        """``pick`` for slices of several types: (children, child of each position, [(child, slices per type)]).
+
+        The same rule: one best-fit child that holds every slice, else the child holding the
+        most (which keeps the slices the others have least room for), until one holds the rest.
+        A child's capacity comes from ``slice_fill`` over its slice-domains, each slice counted
+        by its own composition; best fit compares how many slices of the most common type it
+        holds next to the others.
+        """
+        p = self.prob
+        key = pos if lvl == p.host else p.levels[lvl].dom[pos]
+        uniq, inv = np.unique(key, return_inverse=True)
+        inv = inv.reshape(-1)
+        nch = len(uniq)
+        bchild, _, offer = slice_bins(p, self.res, pos, inv)
+        alone = lvl == p.slice_level  # each child is one slice-domain
+        fit = np.stack([slices_fit(offer, self.take[t]) for t in range(len(self.take))], axis=1)  # [bins, types]
+        some = (fit[:, want > 0] > 0).any(axis=1)  # bins that hold no slice wanted here play no part
+        if not some.all():
+            bchild, offer, fit = bchild[some], offer[some], fit[some]
+        child_fit = np.stack([np.bincount(bchild, weights=fit[:, t], minlength=nch) for t in range(fit.shape[1])],
+                             axis=1).astype(np.int64)
+        order = type_order(fit.sum(axis=0), want)
+        ties = self.ties(lvl, pos, uniq)
+        ids = np.arange(nch)
+        est0 = self.holds(offer, bchild, nch, want, order, alone=alone)  # largest first: what each holds of all
+        if hold is None:
+            hold = np.ones(nch, dtype=bool)
+        alive = np.ones(nch, dtype=bool)
+        rem = want.copy()
+        picks: list[tuple[int, np.ndarray]] = []
+        while rem.sum() > 0:
+            need = int(rem.sum())
+            cand = np.flatnonzero(alive & hold & (est0 >= need))
+            if len(cand):
+                est = est0 if not picks else self.holds(offer, bchild, nch, rem, order, _member(cand, nch)[bchild], alone)
+                holders = cand[est[cand] >= need]
+                if len(holders):
+                    picks.append((self.best_fit(offer, bchild, nch, holders, ties, want, order, alone), rem))
+                    break
+            live = np.flatnonzero(alive & (est0 > 0))
+            if single or not len(live):
+                return None
+            c = int(live[np.lexsort([ids[live], *(t[live] for t in reversed(ties)), -est0[live]])[0]])
+            alive[c] = False
+            others = child_fit[alive].sum(axis=0)
+            got = self.keep(offer[bchild == c], rem, others, order)
+            if got.sum():
+                picks.append((c, got))
+                rem = rem - got
+        if p.balance == lvl and len(picks) > 1:
+            even = self.balanced_shares(offer, bchild, child_fit, [c for c, _ in picks], est0, want, order)
+            if even is not None:
+                picks = even
+        return uniq, inv, picks
+
+    def best_fit(self, offer: np.ndarray, bchild: np.ndarray, nch: int, holders: np.ndarray, ties: list[np.ndarray],
+                 want: np.ndarray, order: list[int], alone: bool) -> int:
+        """The holder with the least room: the fewest slices of the most common type next to the rest."""
+        if len(holders) == 1:
+            return int(holders[0])
+        roomy = want.copy()
+        roomy[int(np.argmax(want))] = BIG
+        uc = self.holds(offer, bchild, nch, roomy, order, _member(holders, nch)[bchild], alone)
+        keys = [holders, *(t[holders] for t in reversed(ties)), uc[holders]]
+        return int(holders[np.lexsort(keys)[0]])
+
+    def holds(self, offer: np.ndarray, bchild: np.ndarray, nch: int, want: np.ndarray, order: list[int],
+              mask: np.ndarray | None = None, alone: bool = False) -> np.ndarray:
+        """Per child: how many slices of ``want`` its slice-domains (bins) hold (``slice_fill``;
+        ``alone``: each child is one bin)."""
+        if mask is not None:
+            offer, bchild = offer[mask], bchild[mask]
+        got = slice_fill(offer, bchild, self.take, want, order, alone=alone).sum(axis=1)
+        return np.bincount(bchild, weights=got, minlength=nch).astype(np.int64)
+
+    def keep(self, offer: np.ndarray, want: np.ndarray, others: np.ndarray, order: list[int],
+             limit: int | None = None) -> np.ndarray:
+        """Slices per type that a child (its bins ``offer``) takes of ``want`` (at most ``limit``):
+        first the types the other children (room ``others`` per type) are shortest of."""
+        short = want[order] - np.minimum(want[order], others[order])
+        mine = [order[i] for i in np.lexsort((np.arange(len(order)), -short))]
+        return slice_fill(offer, np.zeros(len(offer), dtype=np.int64), self.take, want, mine, limit).sum(axis=0)
+
+    def balanced_shares(self, offer: np.ndarray, bchild: np.ndarray, child_fit: np.ndarray, chosen: list[int],
+                        est: np.ndarray, want: np.ndarray, order: list[int]) -> list[tuple[int, np.ndarray]] | None:
+        """The chosen children's slices water-filled (as even as their capacity allows), or None
+        when the slices of each type do not work out that way."""
+        shares = waterfill(est[chosen], int(want.sum()))
+        rem = want.copy()
+        out = []
+        for i, (c, share) in enumerate(zip(chosen, shares.tolist(), strict=True)):
+            got = self.keep(offer[bchild == c], rem, child_fit[chosen[i + 1:]].sum(axis=0), order, share)
+            if int(got.sum()) != share:
+                return None
+            out.append((c, got))
+            rem = rem - got
+        return out
+
+    def take_ids(self, counts: np.ndarray) -> np.ndarray:
+        """The next free slice ids of each type (lowest first)."""
+        ids: list[int] = []
+        for t, n in enumerate(counts.tolist()):
+            ids += self.queue[t][:n]
+            del self.queue[t][:n]
+        return np.array(sorted(ids), dtype=np.int64)
+
+    def descend_typed(self, lvl: int, pos: np.ndarray, want: np.ndarray) -> bool:
+        """Place the slices ``want`` (per type) inside ``pos`` from level ``lvl`` down to the slice level."""
+        p = self.prob
+        if want.sum() == 0:
+            return True
+        got = self.pick_typed(lvl, pos, want)
+        if got is None:
+            return False
+        uniq, inv, picks = got
+        for c, share in picks:
+            sub = pos[inv == c]
+            if lvl != p.slice_level:
+                if not self.descend_typed(lvl + 1, sub, share):
+                    return False
+                continue
+            ids = self.take_ids(share)
+            self.slice_dom[ids] = uniq[c]
+            need = p.comp[ids].sum(axis=0)
+            if lvl == p.host:
+                self.counts[uniq[c]] += need
+                if not p.fits(np.array([uniq[c]]), self.counts):
+                    return False
+            elif not self.descend(lvl + 1, sub, int(need[p.primary]), False, need):
+                return False
+        return True
+
     def distance(self, region: np.ndarray) -> np.ndarray:
         """0 for used nodes, else how many levels up the region node first meets a used one."""
         p = self.prob
@@ -166,6 +324,12 @@ class _Run:
         return False
 
 
+def _member(ids: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=bool)
+    out[ids] = True
+    return out
+
+
 def _attempt(prob: GangProblem, k: int) -> Assignment | None:
     run = _Run(prob, k)
     slice_mode = run.slicing
@@ -179,17 +343,28 @@ def _attempt(prob: GangProblem, k: int) -> Assignment | None:
             # an elastic gang whose slices all sit in the required domain: every slice's
             # domain is that one, so the units are members there (slices of several kinds
             # counted as the largest of each role would not fit where they do)
-            slice_mode = False
+            slice_mode = run.typed = False
             d = int(role_counts[prob.primary])
-        uniq, inv, uc, per_role = run.children(lvl, pos, slice_mode)
-        hold = (per_role >= role_counts).all(axis=1)
-        if lvl == prob.host:
-            # one node takes every role: they share its resources (GPUs, CPU, shared slots)
-            hold &= ((role_counts @ prob.need)[None, :] <= prob.free[uniq]).all(axis=1)
-        picks = run.pick(uc, hold, run.ties(lvl, pos, uniq), d, balanced=False)
-        if picks is None or len(picks) != 1:
-            return None
-        (c, _), = picks
+        if run.typed:
+            # the required level is above the slice level here (else the slices collapse)
+            dom = prob.levels[lvl].dom
+            ids, inv = np.unique(dom, return_inverse=True)
+            per_role = np.stack([np.bincount(inv.reshape(-1), weights=prob.cap[:, r], minlength=len(ids))
+                                 for r in range(prob.n_roles)], axis=1)
+            got = run.pick_typed(lvl, pos, prob.type_counts(k), (per_role >= role_counts).all(axis=1), single=True)
+            if got is None:
+                return None
+            uniq, inv, ((c, _),) = got
+        else:
+            uniq, inv, uc, per_role = run.children(lvl, pos, slice_mode)
+            hold = (per_role >= role_counts).all(axis=1)
+            if lvl == prob.host:
+                # one node takes every role: they share its resources (GPUs, CPU, shared slots)
+                hold &= ((role_counts @ prob.need)[None, :] <= prob.free[uniq]).all(axis=1)
+            picks = run.pick(uc, hold, run.ties(lvl, pos, uniq), d, balanced=False)
+            if picks is None or len(picks) != 1:
+                return None
+            (c, _), = picks
         if collapsed:
             run.slice_dom[:] = uniq[c]
             run.next_slice = k
@@ -198,7 +373,10 @@ def _attempt(prob: GangProblem, k: int) -> Assignment | None:
             return Assignment(run.counts, k, run.slice_dom) if prob.fits(np.array([uniq[c]]), run.counts) else None
         pos = pos[inv == c]
         start = lvl + 1
-    if not run.descend(start, pos, d, slice_mode, role_counts):
+    if run.typed:
+        if not run.descend_typed(start, pos, prob.type_counts(k)):
+            return None
+    elif not run.descend(start, pos, d, slice_mode, role_counts):
         return None
     secondary = [r for r in prob.order[1:]]
     if slice_mode and prob.slice_level != prob.host:

@@ -157,6 +157,112 @@ def unit_capacity(prob: GangProblem, pos: np.ndarray, child: np.ndarray, slice_m
     return np.bincount(up // (int(sd.max()) + 1), weights=units, minlength=nch).astype(np.int64), per_role
 
 
+def slice_resources(prob: GangProblem) -> tuple[np.ndarray, np.ndarray]:
+    """Per candidate what it offers a slice-domain, and per slice type what one slice takes.
+
+    Columns: members of each role (``cap``), then the resource columns of ``free``. A
+    slice-domain offers the sum over its nodes: for a host that is exact (``fits``); for a
+    wider domain it is a necessary condition (the CP-SAT model implies it), since members
+    of one slice may sit on different nodes of it.
+    """
+    return (np.concatenate([prob.cap, prob.free], axis=1),
+            np.concatenate([prob.types, prob.types @ prob.need], axis=1))
+
+
+def slice_bins(prob: GangProblem, res: np.ndarray, pos: np.ndarray,
+               child: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The slice-domains inside each child (dense ``child`` ids over ``pos``) and what they offer.
+
+    A slice-domain that two children share (a clique across racks) is one bin per child.
+    Returns per bin: its child, its slice-domain id, and its columns of ``res`` summed.
+    """
+    sd = np.asarray(prob.slice_dom(pos), dtype=np.int64)
+    if prob.slice_level == prob.host:
+        return child, sd, res[pos]
+    width = int(sd.max()) + 1 if len(sd) else 1
+    pair = child * width + sd
+    order = np.argsort(pair, kind="stable")
+    ps = pair[order]
+    start = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]]) if len(ps) else np.zeros(0, dtype=np.int64)
+    if not len(start):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros((0, res.shape[1]), dtype=np.int64)
+    up = ps[start]
+    return up // width, up % width, np.add.reduceat(res[pos[order]], start, axis=0)
+
+
+def slices_fit(offer: np.ndarray, take: np.ndarray) -> np.ndarray:
+    """Per bin: how many slices taking ``take`` (one row of ``slice_resources``' types) fit in ``offer``."""
+    cols = take > 0
+    return (offer[:, cols] // take[cols]).min(axis=1)
+
+
+def type_order(supply: np.ndarray, want: np.ndarray) -> list[int]:
+    """Slice types in the order they are handed out: scarcest first (``supply``: slices of each
+    type that fit, every bin alone, per slice wanted), then the rarer, then the first."""
+    live = [t for t in range(len(want)) if want[t] > 0]
+    ratio = [int(supply[t]) / int(want[t]) for t in live]
+    return [live[i] for i in np.lexsort((live, [int(want[t]) for t in live], ratio))]
+
+
+def slice_fill(offer: np.ndarray, group: np.ndarray, take: np.ndarray, want: np.ndarray, order: list[int],
+               limit: int | None = None, alone: bool = False) -> np.ndarray:
+    """Greedy: slices of each type per bin, for every group of bins on its own.
+
+    Each group gets the same demand ``want`` (slices per type) and at most ``limit``
+    slices in all. Types go in ``order``; within a group a type's slices go first to the
+    bins where one costs the types after it the fewest slices, then to the roomiest
+    (largest first), then in bin order (``alone``: every group is one bin). Returns
+    ``[bins, types]`` counts; ``offer`` is left as it was.
+    """
+    nb, nt = len(offer), len(take)
+    out = np.zeros((nb, nt), dtype=np.int64)
+    if not nb:
+        return out
+    left = offer.copy()
+    ng = int(group.max()) + 1
+    room = np.full(ng, limit if limit is not None else BIG, dtype=np.int64)
+    live = [t for t in order if want[t] > 0]
+    for i, t in enumerate(live):
+        fit = slices_fit(left, take[t])
+        idx = np.flatnonzero(fit > 0)  # only bins with room take part
+        if not len(idx):
+            continue
+        fit, g = fit[idx], group[idx]
+        if alone:  # one bin per group: nothing to order
+            got = np.minimum(np.minimum(int(want[t]), room[g]), fit)
+            out[idx, t] = got
+            left[idx] -= got[:, None] * take[t]
+            room[g] -= got
+            continue
+        loss = np.zeros(len(idx), dtype=np.int64)
+        if i + 1 < len(live):
+            now, after = left[idx], np.maximum(left[idx] - take[t], 0)
+            for u in live[i + 1:]:
+                loss += slices_fit(now, take[u]) - slices_fit(after, take[u])
+        top = int(fit.max())
+        # by group, then loss, then largest first; ties keep bin order (stable)
+        o = np.argsort((g * (int(loss.max()) + 1) + loss) * (top + 1) + (top - fit), kind="stable")
+        g, f, b = g[o], fit[o], idx[o]
+        excl = np.cumsum(f) - f
+        first = np.searchsorted(g, g)  # sorted by group: each bin's group starts here
+        got = np.minimum(np.maximum(np.minimum(int(want[t]), room[g]) - (excl - excl[first]), 0), f)
+        out[b, t] = got
+        left[b] -= got[:, None] * take[t]
+        room -= np.bincount(g, weights=got, minlength=ng).astype(np.int64)
+    return out
+
+
+def slice_counts(prob: GangProblem, pos: np.ndarray, child: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Per child (dense ``child`` ids over ``pos``): how many of the slices ``want`` (per type)
+    it holds, each slice counted by its own composition and filled greedily (``slice_fill``)."""
+    res, take = slice_resources(prob)
+    nch = int(child.max()) + 1 if len(child) else 0
+    bchild, _, offer = slice_bins(prob, res, pos, child)
+    supply = np.array([slices_fit(offer, take[t]).sum() for t in range(len(take))])
+    got = slice_fill(offer, bchild, take, want, type_order(supply, want)).sum(axis=1)
+    return np.bincount(bchild, weights=got, minlength=nch).astype(np.int64)
+
+
 def demand(prob: GangProblem, k: int, slice_mode: bool) -> tuple[int, np.ndarray]:
     counts = prob.role_counts(k)
     return (k if slice_mode else int(counts[prob.primary])), counts

@@ -445,10 +445,7 @@ def launcher_gang(slice_level: str, **kw) -> GangRequest:
                        slice_size=3, slice_level=slice_level, **kw)
 
 
-GREEDY_MISCOUNTS = pytest.mark.xfail(strict=True, reason="greedy counts every slice as the largest of each role")
-
-
-@pytest.mark.parametrize("solver", [pytest.param("greedy", marks=GREEDY_MISCOUNTS), "cpsat"])
+@pytest.mark.parametrize("solver", ["greedy", "cpsat"])
 @pytest.mark.parametrize(("slice_level", "required"), [("host", None), ("rack", None), ("host", "rack")])
 def test_each_slice_counts_by_its_own_composition(solver, slice_level, required):
     """Only n0 takes the launcher's slice; the workers' slices fit on n1..n3 (3 workers each). Greedy
@@ -462,7 +459,6 @@ def test_each_slice_counts_by_its_own_composition(solver, slice_level, required)
 
 
 #   rack r0: n0 [.....] (launcher fits)   rack r1: n1 [...] (launcher fits)
-@GREEDY_MISCOUNTS
 def test_greedy_puts_the_launcher_slice_where_it_costs_no_worker_slice():
     """{launcher, w0, w1} fits either rack; in r1 it leaves one worker free, no whole slice, so the
     two slices of three workers need r0 and r1 both: r0 must take the launcher's slice."""
@@ -475,7 +471,7 @@ def test_greedy_puts_the_launcher_slice_where_it_costs_no_worker_slice():
     assert [p.node for p in out.placements] == ["n0"] * 6 + ["n1"] * 3
 
 
-@pytest.mark.parametrize("solver", [pytest.param("greedy", marks=GREEDY_MISCOUNTS), "cpsat"])
+@pytest.mark.parametrize("solver", ["greedy", "cpsat"])
 def test_roles_that_do_not_divide_into_slices(solver):
     """2 launchers + 4 workers in slices of 3: {l0, l1, w0} and {w1, w2, w3}. n0 [.] holds the first
     (one GPU, 20 CPUs), n1 [...] (8 CPUs) the second; no node holds two launchers and three workers."""
@@ -486,3 +482,4 @@ def test_roles_that_do_not_divide_into_slices(solver):
     out = decide(led, req, solver=solver)
     assert out.placed, out.reason
     assert [p.node for p in out.placements] == ["n0"] * 3 + ["n1"] * 3
+
