@@ -221,8 +221,7 @@ def explain(snap: Snapshot, req: GangRequest, base: GangBase, required: int | No
         if prob.slice_level is not None:
             lvname = chain_name(a, base.has_clique, prob.slice_level)
             pos = np.arange(len(prob.nodes))
-            child = pos if prob.slice_level == prob.host else prob.levels[prob.slice_level].dom
-            uc, _ = unit_capacity(prob, pos, child, True)
+            uc, _ = unit_capacity(prob, pos, np.zeros(len(pos), dtype=np.int64), True)  # all slice-domains together
             tail.append(f"{int(min(uc.sum(), prob.max_units))}/{prob.max_units} slices of {prob.unit} fit "
                         f"in one {lvname} each")
         else:

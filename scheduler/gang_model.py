@@ -128,8 +128,9 @@ def unit_capacity(prob: GangProblem, pos: np.ndarray, child: np.ndarray, slice_m
     """Per child (dense ``child`` ids over ``pos``): units it can take alone, and members per role.
 
     In slice mode a unit is a slice, counted per slice-domain inside the child (a slice
-    never spans two); otherwise a unit is a member of the primary role. Slices count as the
-    largest of each role any slice has (all of them fit); with ``upper``, an upper bound
+    never spans two); otherwise a unit is a member of the primary role. With one slice
+    composition, slices of it; with several, how many of the gang's slices the child holds,
+    each counted by its own composition (``slice_counts``). With ``upper``, an upper bound
     instead (for ruling domains out): a slice takes ``unit`` members, at least the fewest
     of each role any slice has.
     """
@@ -138,6 +139,8 @@ def unit_capacity(prob: GangProblem, pos: np.ndarray, child: np.ndarray, slice_m
                          for r in range(prob.n_roles)], axis=1).astype(np.int64)
     if not slice_mode:
         return per_role[:, prob.primary], per_role
+    if len(prob.types) > 1 and not upper:
+        return slice_counts(prob, pos, child, prob.type_counts(prob.max_units)), per_role
     sd = np.asarray(prob.slice_dom(pos), dtype=np.int64)
     pair = child * (int(sd.max()) + 1) + sd
     up, pinv = np.unique(pair, return_inverse=True)

@@ -483,3 +483,13 @@ def test_roles_that_do_not_divide_into_slices(solver):
     assert out.placed, out.reason
     assert [p.node for p in out.placements] == ["n0"] * 3 + ["n1"] * 3
 
+
+@pytest.mark.parametrize("solver", ["greedy", "cpsat"])
+def test_infeasible_reason_counts_each_slice_by_its_own_composition(solver):
+    """n0 holds the launcher's slice, n1 one of the workers' slices: 2 of 3 fit (it said 1, every
+    slice counted as launcher + 3 workers)."""
+    led = ledger(node("n0", 4, cpu=32000, rack="r0"), node("n1", 3, cpu=12000, rack="r0"))
+    out = decide(led, launcher_gang("host"), solver=solver)
+    assert out.report.status == SolverStatus.INFEASIBLE
+    assert out.reason == ("gang ml/job (1x13000m CPU launcher + 8x1 GPU, 4000m CPU worker): 2/2 nodes fit; "
+                          "2/3 slices of 3 fit in one host each; needs 8 GPUs, the cluster has 7")
