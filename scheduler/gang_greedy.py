@@ -11,7 +11,9 @@ Always available, fast, and the baseline CP-SAT must match or beat. Phases:
    scarcest type first, each type to the slice-domains where it costs the later types
    least, then largest first).
 2. **Required domain.** With a required level, the best-fit domain of that level that
-   holds the whole gang alone (fewest spare units, then fewest free GPUs, then lowest id).
+   holds the whole gang alone (fewest spare units, then fewest free GPUs, then lowest id);
+   with several roles, the domain's free resources summed over its nodes must cover all
+   roles together (exact for a host, a necessary condition for a wider domain).
 3. **Descent.** At each level, among the children of the domains chosen so far: if one
    child holds everything, the best fit; otherwise the fewest children (largest first)
    with the best fit for the remainder. ``balanced`` spreads the units of the balance
@@ -358,9 +360,12 @@ def _attempt(prob: GangProblem, k: int) -> Assignment | None:
         else:
             uniq, inv, uc, per_role = run.children(lvl, pos, slice_mode)
             hold = (per_role >= role_counts).all(axis=1)
-            if lvl == prob.host:
-                # one node takes every role: they share its resources (GPUs, CPU, shared slots)
-                hold &= ((role_counts @ prob.need)[None, :] <= prob.free[uniq]).all(axis=1)
+            if prob.n_roles > 1:
+                # the roles share the domain's resources (GPUs, CPU, shared slots): exact on one
+                # node, a necessary condition summed over a wider domain's nodes
+                srt = np.argsort(inv, kind="stable")
+                free = np.add.reduceat(prob.free[srt], np.searchsorted(inv[srt], np.arange(len(uniq))), axis=0)
+                hold &= ((role_counts @ prob.need)[None, :] <= free).all(axis=1)
             picks = run.pick(uc, hold, run.ties(lvl, pos, uniq), d, balanced=False)
             if picks is None or len(picks) != 1:
                 return None

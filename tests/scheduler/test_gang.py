@@ -493,3 +493,15 @@ def test_infeasible_reason_counts_each_slice_by_its_own_composition(solver):
     assert out.report.status == SolverStatus.INFEASIBLE
     assert out.reason == ("gang ml/job (1x13000m CPU launcher + 8x1 GPU, 4000m CPU worker): 2/2 nodes fit; "
                           "2/3 slices of 3 fit in one host each; needs 8 GPUs, the cluster has 7")
+
+
+@pytest.mark.parametrize("solver", ["greedy", "cpsat"])
+def test_greedy_required_domain_offers_the_resources_of_all_roles_together(solver):
+    """A 13-CPU launcher and five 2-CPU workers: r1 (one 16-CPU node) holds either role alone but not
+    both (23 CPUs); r0 (two such nodes) holds the gang. Greedy took r1, the best fit, and failed."""
+    led = ledger(node("n0", cpu=16000, rack="r0"), node("n1", cpu=16000, rack="r0"), node("n2", cpu=16000, rack="r1"))
+    req = GangRequest(name="ml/job", roles=(GangRole(name="launcher", count=1, cpu_milli=13000),
+                                            GangRole(name="worker", count=5, cpu_milli=2000)), required_level="rack")
+    out = decide(led, req, solver=solver)
+    assert out.placed, out.reason
+    assert {p.node for p in out.placements} == {"n0", "n1"}
