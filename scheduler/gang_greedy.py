@@ -29,6 +29,8 @@ Always available, fast, and the baseline CP-SAT must match or beat. Phases:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from scheduler.gang_model import (
@@ -36,6 +38,7 @@ from scheduler.gang_model import (
     Assignment,
     GangProblem,
     demand,
+    row_ids,
     slice_bins,
     slice_fill,
     slice_resources,
@@ -43,6 +46,8 @@ from scheduler.gang_model import (
     type_order,
     unit_capacity,
 )
+
+COMPRESS_BINS = 64  # above this many bins in a pick, equal bins of a child are counted as one row
 
 
 def greedy(prob: GangProblem) -> Assignment | None:
@@ -184,79 +189,92 @@ class _Run:
         some = (fit[:, want > 0] > 0).any(axis=1)  # bins that hold no slice wanted here play no part
         if not some.all():
             bchild, offer, fit = bchild[some], offer[some], fit[some]
-        child_fit = np.stack([np.bincount(bchild, weights=fit[:, t], minlength=nch) for t in range(fit.shape[1])],
-                             axis=1).astype(np.int64)
-        order = type_order(fit.sum(axis=0), want)
+        mult = np.ones(len(offer), dtype=np.int64)
+        if not alone and len(offer) > COMPRESS_BINS:
+            # equal bins of one child become one row (many nodes look alike)
+            rid = row_ids(offer)
+            _, first, cnt = np.unique(bchild * (int(rid.max()) + 1) + rid, return_index=True, return_counts=True)
+            o = np.argsort(first, kind="stable")
+            rows, mult = first[o], cnt[o].astype(np.int64)
+            bchild, offer, fit = bchild[rows], offer[rows], fit[rows]
+        child_fit = np.stack([np.bincount(bchild, weights=fit[:, t] * mult, minlength=nch)
+                              for t in range(fit.shape[1])], axis=1).astype(np.int64)
+        order = type_order(child_fit.sum(axis=0), want)
+        bins = _Bins(offer, bchild, mult, nch, alone)
         ties = self.ties(lvl, pos, uniq)
         ids = np.arange(nch)
-        est0 = self.holds(offer, bchild, nch, want, order, alone=alone)  # largest first: what each holds of all
+        est0 = self.holds(bins, want, order)  # largest first: what each child holds of all
         if hold is None:
             hold = np.ones(nch, dtype=bool)
         alive = np.ones(nch, dtype=bool)
         rem = want.copy()
         picks: list[tuple[int, np.ndarray]] = []
+        largest = iter(np.lexsort([ids, *reversed(ties), -est0]).tolist())
+        others = child_fit.sum(axis=0)  # room per type of the live children
         while rem.sum() > 0:
             need = int(rem.sum())
             cand = np.flatnonzero(alive & hold & (est0 >= need))
             if len(cand):
-                est = est0 if not picks else self.holds(offer, bchild, nch, rem, order, _member(cand, nch)[bchild], alone)
+                est = est0 if not picks else self.holds(bins, rem, order, cand)
                 holders = cand[est[cand] >= need]
                 if len(holders):
-                    picks.append((self.best_fit(offer, bchild, nch, holders, ties, want, order, alone), rem))
+                    picks.append((self.best_fit(bins, holders, ties, want, order), rem))
                     break
-            live = np.flatnonzero(alive & (est0 > 0))
-            if single or not len(live):
+            c = next(largest, None)
+            if single or c is None or est0[c] == 0:
                 return None
-            c = int(live[np.lexsort([ids[live], *(t[live] for t in reversed(ties)), -est0[live]])[0]])
             alive[c] = False
-            others = child_fit[alive].sum(axis=0)
-            got = self.keep(offer[bchild == c], rem, others, order)
+            others = others - child_fit[c]
+            got = self.keep(bins, c, rem, others, order)
             if got.sum():
                 picks.append((c, got))
                 rem = rem - got
         if p.balance == lvl and len(picks) > 1:
-            even = self.balanced_shares(offer, bchild, child_fit, [c for c, _ in picks], est0, want, order)
+            even = self.balanced_shares(bins, child_fit, [c for c, _ in picks], est0, want, order)
             if even is not None:
                 picks = even
         return uniq, inv, picks
 
-    def best_fit(self, offer: np.ndarray, bchild: np.ndarray, nch: int, holders: np.ndarray, ties: list[np.ndarray],
-                 want: np.ndarray, order: list[int], alone: bool) -> int:
+    def best_fit(self, bins: _Bins, holders: np.ndarray, ties: list[np.ndarray], want: np.ndarray,
+                 order: list[int]) -> int:
         """The holder with the least room: the fewest slices of the most common type next to the rest."""
         if len(holders) == 1:
             return int(holders[0])
         roomy = want.copy()
         roomy[int(np.argmax(want))] = BIG
-        uc = self.holds(offer, bchild, nch, roomy, order, _member(holders, nch)[bchild], alone)
+        uc = self.holds(bins, roomy, order, holders)
         keys = [holders, *(t[holders] for t in reversed(ties)), uc[holders]]
         return int(holders[np.lexsort(keys)[0]])
 
-    def holds(self, offer: np.ndarray, bchild: np.ndarray, nch: int, want: np.ndarray, order: list[int],
-              mask: np.ndarray | None = None, alone: bool = False) -> np.ndarray:
-        """Per child: how many slices of ``want`` its slice-domains (bins) hold (``slice_fill``;
-        ``alone``: each child is one bin)."""
-        if mask is not None:
-            offer, bchild = offer[mask], bchild[mask]
-        got = slice_fill(offer, bchild, self.take, want, order, alone=alone).sum(axis=1)
-        return np.bincount(bchild, weights=got, minlength=nch).astype(np.int64)
+    def holds(self, bins: _Bins, want: np.ndarray, order: list[int], only: np.ndarray | None = None) -> np.ndarray:
+        """Per child (of ``only``, else all): how many slices of ``want`` its bins hold (``slice_fill``)."""
+        offer, bchild, mult = bins.offer, bins.child, bins.mult
+        if only is not None:
+            mask = _member(only, bins.n)[bchild]
+            offer, bchild, mult = offer[mask], bchild[mask], mult[mask]
+        got = slice_fill(offer, bchild, self.take, want, order, alone=bins.alone, mult=mult).sum(axis=1)
+        return np.bincount(bchild, weights=got, minlength=bins.n).astype(np.int64)
 
-    def keep(self, offer: np.ndarray, want: np.ndarray, others: np.ndarray, order: list[int],
+    def keep(self, bins: _Bins, c: int, want: np.ndarray, others: np.ndarray, order: list[int],
              limit: int | None = None) -> np.ndarray:
-        """Slices per type that a child (its bins ``offer``) takes of ``want`` (at most ``limit``):
-        first the types the other children (room ``others`` per type) are shortest of."""
+        """Slices per type that child ``c`` takes of ``want`` (at most ``limit``): first the types
+        the other children (room ``others`` per type) are shortest of."""
         short = want[order] - np.minimum(want[order], others[order])
         mine = [order[i] for i in np.lexsort((np.arange(len(order)), -short))]
-        return slice_fill(offer, np.zeros(len(offer), dtype=np.int64), self.take, want, mine, limit).sum(axis=0)
+        sel = bins.child == c
+        got = slice_fill(bins.offer[sel], np.zeros(int(sel.sum()), dtype=np.int64), self.take, want, mine, limit,
+                         mult=bins.mult[sel])
+        return got.sum(axis=0)
 
-    def balanced_shares(self, offer: np.ndarray, bchild: np.ndarray, child_fit: np.ndarray, chosen: list[int],
-                        est: np.ndarray, want: np.ndarray, order: list[int]) -> list[tuple[int, np.ndarray]] | None:
+    def balanced_shares(self, bins: _Bins, child_fit: np.ndarray, chosen: list[int], est: np.ndarray,
+                        want: np.ndarray, order: list[int]) -> list[tuple[int, np.ndarray]] | None:
         """The chosen children's slices water-filled (as even as their capacity allows), or None
         when the slices of each type do not work out that way."""
         shares = waterfill(est[chosen], int(want.sum()))
         rem = want.copy()
         out = []
         for i, (c, share) in enumerate(zip(chosen, shares.tolist(), strict=True)):
-            got = self.keep(offer[bchild == c], rem, child_fit[chosen[i + 1:]].sum(axis=0), order, share)
+            got = self.keep(bins, c, rem, child_fit[chosen[i + 1:]].sum(axis=0), order, share)
             if int(got.sum()) != share:
                 return None
             out.append((c, got))
@@ -324,6 +342,18 @@ class _Run:
             if k == 0:
                 return True
         return False
+
+
+@dataclass
+class _Bins:
+    """The slice-domains (bins) under the children of one pick: what each offers, its child, how
+    many equal bins a row stands for, the number of children, and whether each child is one bin."""
+
+    offer: np.ndarray
+    child: np.ndarray
+    mult: np.ndarray
+    n: int
+    alone: bool
 
 
 def _member(ids: np.ndarray, n: int) -> np.ndarray:

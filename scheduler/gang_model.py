@@ -208,32 +208,35 @@ def type_order(supply: np.ndarray, want: np.ndarray) -> list[int]:
 
 
 def slice_fill(offer: np.ndarray, group: np.ndarray, take: np.ndarray, want: np.ndarray, order: list[int],
-               limit: int | None = None, alone: bool = False) -> np.ndarray:
+               limit: int | None = None, alone: bool = False, mult: np.ndarray | None = None) -> np.ndarray:
     """Greedy: slices of each type per bin, for every group of bins on its own.
 
     Each group gets the same demand ``want`` (slices per type) and at most ``limit``
     slices in all. Types go in ``order``; within a group a type's slices go first to the
     bins where one costs the types after it the fewest slices, then to the roomiest
-    (largest first), then in bin order (``alone``: every group is one bin). Returns
-    ``[bins, types]`` counts; ``offer`` is left as it was.
+    (largest first), then in bin order (``alone``: every group is one bin). A row of
+    ``offer`` may stand for ``mult`` equal bins, filled one after another. Returns
+    ``[rows, types]``: slices per row (summed over its bins); ``offer`` is left as it was.
     """
     nb, nt = len(offer), len(take)
     out = np.zeros((nb, nt), dtype=np.int64)
     if not nb:
         return out
     left = offer.copy()
+    grp, origin, rank = group, np.arange(nb), np.arange(nb)  # rank: place in bin order
+    m = np.ones(nb, dtype=np.int64) if mult is None else mult.astype(np.int64)
     ng = int(group.max()) + 1
     room = np.full(ng, limit if limit is not None else BIG, dtype=np.int64)
     live = [t for t in order if want[t] > 0]
     for i, t in enumerate(live):
         fit = slices_fit(left, take[t])
-        idx = np.flatnonzero(fit > 0)  # only bins with room take part
+        idx = np.flatnonzero((fit > 0) & (m > 0))  # only bins with room take part
         if not len(idx):
             continue
-        fit, g = fit[idx], group[idx]
+        f, g = fit[idx], grp[idx]
         if alone:  # one bin per group: nothing to order
-            got = np.minimum(np.minimum(int(want[t]), room[g]), fit)
-            out[idx, t] = got
+            got = np.minimum(np.minimum(int(want[t]), room[g]), f)
+            out[origin[idx], t] += got
             left[idx] -= got[:, None] * take[t]
             room[g] -= got
             continue
@@ -242,17 +245,51 @@ def slice_fill(offer: np.ndarray, group: np.ndarray, take: np.ndarray, want: np.
             now, after = left[idx], np.maximum(left[idx] - take[t], 0)
             for u in live[i + 1:]:
                 loss += slices_fit(now, take[u]) - slices_fit(after, take[u])
-        top = int(fit.max())
-        # by group, then loss, then largest first; ties keep bin order (stable)
-        o = np.argsort((g * (int(loss.max()) + 1) + loss) * (top + 1) + (top - fit), kind="stable")
-        g, f, b = g[o], fit[o], idx[o]
-        excl = np.cumsum(f) - f
-        first = np.searchsorted(g, g)  # sorted by group: each bin's group starts here
-        got = np.minimum(np.maximum(np.minimum(int(want[t]), room[g]) - (excl - excl[first]), 0), f)
-        out[b, t] = got
-        left[b] -= got[:, None] * take[t]
+        o = np.lexsort((rank[idx], -f, loss, g))  # by group, then loss, then largest first, then bin order
+        g, f, b = g[o], f[o], idx[o]
+        cap = f * m[b]
+        excl = np.cumsum(cap) - cap
+        first = np.searchsorted(g, g)  # sorted by group: each row's group starts here
+        got = np.minimum(np.maximum(np.minimum(int(want[t]), room[g]) - (excl - excl[first]), 0), cap)
+        out[:, t] += np.bincount(origin[b], weights=got, minlength=nb).astype(np.int64)
         room -= np.bincount(g, weights=got, minlength=ng).astype(np.int64)
+        # a row's bins, in order: ``full`` take f slices each, one the rest ``part``, the others none
+        full = got // f
+        part = got - full * f
+        whole = ((full == m[b]) & (part == 0)) | ((full == 0) & (part > 0) & (m[b] == 1))  # all its bins alike
+        left[b[whole]] -= np.where(full > 0, f, part)[whole, None] * take[t]
+        split = ~whole & (got > 0)
+        b, f, g, full, part = b[split], f[split], g[split], full[split], part[split]
+        m[b] -= full + (part > 0)
+        fb, pb = full > 0, part > 0
+        if len(b):
+            left = np.concatenate([left, left[b[fb]] - f[fb, None] * take[t], left[b[pb]] - part[pb, None] * take[t]])
+            m = np.concatenate([m, full[fb], np.ones(int(pb.sum()), dtype=np.int64)])
+            grp = np.concatenate([grp, g[fb], g[pb]])
+            origin = np.concatenate([origin, origin[b[fb]], origin[b[pb]]])
+            sub = np.concatenate([np.full(len(rank), 2), np.zeros(int(fb.sum()), dtype=np.int64),
+                                  np.ones(int(pb.sum()), dtype=np.int64)])
+            parent = np.concatenate([rank, rank[b[fb]], rank[b[pb]]])
+            rank = np.empty(len(parent), dtype=np.int64)
+            rank[np.lexsort((sub, parent))] = np.arange(len(parent))
     return out
+
+
+_ROW_HASH = np.random.default_rng(0).random(64) + 0.5
+
+
+def row_ids(rows: np.ndarray) -> np.ndarray:
+    """Dense ids of the distinct rows of an int matrix (equal rows, equal ids; exact)."""
+    if not len(rows):
+        return np.zeros(0, dtype=np.int64)
+    k = rows.shape[1]
+    coef = _ROW_HASH[:k] if k <= len(_ROW_HASH) else np.random.default_rng(0).random(k) + 0.5
+    _, first, inv = np.unique(rows @ coef, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    if (rows == rows[first[inv]]).all():
+        return inv.astype(np.int64)
+    view = np.ascontiguousarray(rows).view(np.dtype((np.void, rows.dtype.itemsize * k))).ravel()
+    return np.unique(view, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
 def slice_counts(prob: GangProblem, pos: np.ndarray, child: np.ndarray, want: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from unittest import mock
 
 import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from models.placement import SolverStatus
 from models.requests import GangRequest, GangRole
 from models.topology import build_arrays
+from scheduler import gang_greedy
 from scheduler.engine import Engine, PlacementConfig, place
 from scheduler.ledger import Allocation, Ledger
 from tests.builders import build, make_cluster, make_node
@@ -203,18 +205,20 @@ def _cliques_span_racks(a) -> bool:
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(clusters(), sliced_gangs())
-def test_greedy_places_slices_of_several_compositions_where_cpsat_does(cluster, req):
+@given(clusters(), sliced_gangs(), st.booleans())
+def test_greedy_places_slices_of_several_compositions_where_cpsat_does(cluster, req, compress):
     """Each slice counted by its own composition: greedy places as many members as CP-SAT, whole
-    slices each in one slice-domain, no GPU twice. (Outside this family greedy may still miss: roles
-    competing for one node's CPU or GPUs, and clique slices where cliques cross racks.)"""
+    slices each in one slice-domain, no GPU twice; also with equal nodes counted as one row
+    (``compress``, what greedy does on large clusters). (Outside this family greedy may still miss:
+    roles competing for one node's CPU or GPUs, and clique slices where cliques cross racks.)"""
     nodes, busy = cluster
     led = setup(nodes, busy)
     a = led.arrays
     if req.slice_level == "clique":
         assume(bool((a.clique >= 0).any()) and not _cliques_span_racks(a))
-    out = place(led.snapshot(), [req], CPSAT).outcomes[0]
-    ref = place(led.snapshot(), [req], GREEDY).outcomes[0]
+    with mock.patch.object(gang_greedy, "COMPRESS_BINS", 0 if compress else gang_greedy.COMPRESS_BINS):
+        out = place(led.snapshot(), [req], CPSAT).outcomes[0]
+        ref = place(led.snapshot(), [req], GREEDY).outcomes[0]
     assert ref.placed == out.placed, (ref.reason, out.report.status)
     assert len(ref.placements) == len(out.placements)
     if ref.placed:
