@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -261,11 +261,21 @@ class FailureHandler:
         now = _uid_of(cache, key)
         return d is not None and now is not None and (not d.uid or not now or d.uid == now)
 
-    def delete(self, sched: Any, key: str, why: str) -> None:
+    def delete(self, sched: Any, key: str, why: str, event: tuple[str, str] | None = None) -> bool:
         """Delete pod ``key`` through the API (on the loop's worker pool) and keep it as being
-        deleted until the watch says it is gone; a refused deletion is tried again."""
-        self.deleting[key] = _Deletion(_uid_of(sched.cache, key) or "", why)
-        _delete(sched, key)
+        deleted until the watch says it is gone; a refused deletion is tried again. ``event``:
+        a Warning (reason, note) on the pod first. False (no event, no deletion) when the pod
+        is neither bound nor being bound any more: gone, or re-created under its name (pending,
+        another uid), which is a new pod and not the one to delete."""
+        uid = _uid_of(sched.cache, key)
+        if uid is None:
+            log.info("not deleted (%s): the pod is gone or re-created since", why, extra={"pod": key})
+            return False
+        if event is not None:
+            sched.reporter.event(_pod_ref(sched, key, uid), "Warning", event[0], "Deleting", event[1], dedup=False)
+        self.deleting[key] = _Deletion(uid, why)
+        _delete(sched, key, uid)
+        return True
 
     def deletion_failed(self, sched: Any, key: str, err: Any) -> None:
         """The API refused to delete ``key`` (the loop's ``deleted`` message): say so, and try
@@ -293,7 +303,7 @@ class FailureHandler:
             if d.retry_at is not None and d.retry_at <= now:
                 d.retry_at = None
                 log.info("deleting again (%s), attempt %d", d.why, d.failures + 1, extra={"pod": key})
-                _delete(sched, key)
+                _delete(sched, key, d.uid)
 
     # ------------------------------------------------------------------ once per cycle
 
@@ -547,9 +557,11 @@ def _node_ref(cache: Any, name: str) -> Any:
     return ObjectRef("Node", "", name, uid)
 
 
-def _delete(sched: Any, key: str) -> None:
-    """Delete a pod through the API on the loop's worker pool; failures come back as ``deleted`` messages."""
-    ref = sched._ref(key)
+def _delete(sched: Any, key: str, uid: str) -> None:
+    """Delete pod ``key`` of ``uid`` (the precondition: never a pod re-created under the name;
+    "" when unknown) through the API on the loop's worker pool; failures come back as
+    ``deleted`` messages."""
+    ref = _pod_ref(sched, key, uid)
 
     def run() -> Any:
         err = sched._delete(ref)
@@ -559,6 +571,12 @@ def _delete(sched: Any, key: str) -> None:
         sched._handle(("deleted", key, run()))
     else:
         sched._pool.submit(lambda: sched.inbox.put(("deleted", key, run())))
+
+
+def _pod_ref(sched: Any, key: str, uid: str) -> Any:
+    """The loop's reference to pod ``key``, with ``uid`` when known (not a pod re-created since)."""
+    ref = sched._ref(key)
+    return replace(ref, uid=uid) if uid else ref
 
 
 def _uid_of(cache: Any, key: str) -> str | None:

@@ -1027,8 +1027,7 @@ class Scheduler:
         """Delete a bound member of a failed gang (its controller re-creates it)."""
         note = (f"Deleted by toposched: gang {g.gang} could not be bound as a whole ({g.failed}); "
                 "no gang is left partly bound")
-        self.reporter.event(self._ref(key), "Warning", "GangRollback", "Deleting", note, dedup=False)
-        self.failures.delete(self, key, f"gang {g.gang} is rolled back")
+        self.failures.delete(self, key, f"gang {g.gang} is rolled back", event=("GangRollback", note))
 
     def _evict(self, ref: ObjectRef) -> KubeApiError | None:
         """One preemption victim: the ``DisruptionTarget`` condition kube-scheduler writes (so a
