@@ -282,7 +282,10 @@ class FailureHandler:
         again later (2 s, doubling up to 60 s) while the pod is still there. A pod we mean to
         delete is left out of its gang's current run, so it must not be left running."""
         d = self.deleting.get(key)
-        if d is None:  # gone or re-created meanwhile: nothing left to delete
+        if d is None or not self.being_deleted(sched.cache, key):
+            # gone or re-created meanwhile (the watch may show it before this answer comes): nothing
+            # left to delete, and a pod under the name now is another one
+            self.deleting.pop(key, None)
             log.warning("could not delete a pod that is gone or re-created since: %s", err, extra={"pod": key})
             return
         d.failures += 1
