@@ -208,6 +208,7 @@ class TimeSim:
         self.replica_waits: list[tuple[float, float]] = []  # (t bound, pending since creation or eviction)
         self.preemption: dict[str, Any] = {"plans": 0, "events": [], "lost_gpu_s": []}
         self.nominated: set[str] = set()  # preemptors waiting for their victims to terminate (by request name)
+        self.terminations = 0  # victims' pods that terminated or terminate (numbers their ledger keys)
 
     # ----------------------------------------------------------------- bookkeeping
 
@@ -691,14 +692,16 @@ class TimeSim:
 
     def _terminating(self, plan: PreemptionPlan, victims: list[Allocation], grace: float) -> None:
         """The victims' pods terminate for ``grace`` seconds: their resources stay taken (under
-        ``<pod>~terminating``; the job or replica itself is already evicted and pending). The
+        ``<pod>~terminating~<n>``; the job or replica itself is already evicted and pending). The
         preemptor is nominated: it plans no other preemption, and the rest of the room its plan
         uses (free GPUs, CPU and memory next to the victims') is held for it (``<unit>~nominated``),
         so no unit slips in meanwhile. When the pods are gone both are released and a scheduling
         cycle runs at once, highest priority first: the preemptor takes the room."""
         keys, counted = [], []
         for a in victims:
-            k = f"{a.key}~terminating"
+            # one key per eviction: a victim placed again at once may be evicted again in the grace period
+            self.terminations += 1
+            k = f"{a.key}~terminating~{self.terminations}"
             self.ledger.assume(replace(a, key=k, gang=None, owner=None))
             self.ledger.confirm(k)
             self.alloc_gpus += len(a.gpus) if a.gpu_milli >= GPU_MILLI else 0
