@@ -150,6 +150,12 @@ class _Job:
 
 
 @dataclass
+class _Nomination:
+    nodes: set[int]  # node indices of the plan's placements
+    held: list[str]  # ledger keys of the room held for the preemptor beside its victims'
+
+
+@dataclass
 class _Replica:
     key: str
     service: Service
@@ -207,7 +213,9 @@ class TimeSim:
         self.lowest_priority = min([j.priority for j in gen.jobs] + [s.priority for s in gen.services], default=0)
         self.replica_waits: list[tuple[float, float]] = []  # (t bound, pending since creation or eviction)
         self.preemption: dict[str, Any] = {"plans": 0, "events": [], "lost_gpu_s": []}
-        self.nominated: set[str] = set()  # preemptors waiting for their victims to terminate (by request name)
+        # preemptors waiting for their victims to terminate, by request name: the nodes of the plan
+        # and the ledger keys of the room held for them
+        self.nominated: dict[str, _Nomination] = {}
         self.terminations = 0  # victims' pods that terminated or terminate (numbers their ledger keys)
 
     # ----------------------------------------------------------------- bookkeeping
@@ -417,6 +425,10 @@ class TimeSim:
         now = self.loop.now
         self.failed.add(node)
         self.ledger.set_failed(node, True)
+        for request in [r for r, nom in self.nominated.items() if node in nom.nodes]:
+            # its victims there never finish terminating: it plans again at once, as live
+            self._end_nomination(request)
+            self._kick()
         recreate = self.wl.failures.recreate_s
         for js in list(self.jobs.values()):
             lost = [p for p in js.placed.values() if p.node_index == node]
@@ -696,8 +708,9 @@ class TimeSim:
         preemptor is nominated: it plans no other preemption, and the rest of the room its plan
         uses (free GPUs, CPU and memory next to the victims') is held for it (``<unit>~nominated``),
         so no unit slips in meanwhile. When the pods are gone both are released and a scheduling
-        cycle runs at once, highest priority first: the preemptor takes the room."""
-        keys, counted = [], []
+        cycle runs at once, highest priority first: the preemptor takes the room. A node of the
+        plan that fails meanwhile ends the nomination at once (``_detect``), as live."""
+        keys = []
         for a in victims:
             # one key per eviction: a victim placed again at once may be evicted again in the grace period
             self.terminations += 1
@@ -706,9 +719,8 @@ class TimeSim:
             self.ledger.confirm(k)
             self.alloc_gpus += len(a.gpus) if a.gpu_milli >= GPU_MILLI else 0
             keys.append(k)
-            counted.append(k)
-        keys += self._hold_for(plan, victims)
-        self.nominated.add(plan.request)
+        nom = _Nomination({p.node_index for p in plan.placements}, self._hold_for(plan, victims))
+        self.nominated[plan.request] = nom
         self._record()
 
         def gone(lp: EventLoop) -> None:
@@ -716,14 +728,21 @@ class TimeSim:
                 a = self.ledger.get(k)
                 assert a is not None
                 self.ledger.release(k)
-                if k in counted:
-                    self.alloc_gpus -= len(a.gpus) if a.gpu_milli >= GPU_MILLI else 0
+                self.alloc_gpus -= len(a.gpus) if a.gpu_milli >= GPU_MILLI else 0
+            if self.nominated.get(plan.request) is nom:  # (not ended early and nominated again)
+                self._end_nomination(plan.request)
             self.free_epoch += 1
-            self.nominated.discard(plan.request)
             self._record()
             self._kick()
 
         self.loop.schedule(self.loop.now + grace, gone, P_DONE)
+
+    def _end_nomination(self, request: str) -> None:
+        """The preemptor's held room is released; it may preempt again."""
+        nom = self.nominated.pop(request)
+        for k in nom.held:
+            self.ledger.release(k)
+        self.free_epoch += 1
 
     def _hold_for(self, plan: PreemptionPlan, victims: list[Allocation]) -> list[str]:
         """Take what the plan's placements need beyond the victims' resources on each node (the

@@ -21,6 +21,7 @@ from simulations.timesim_report import preemption_table, write_jobs_csv
 from simulations.workload import (
     FailureSpec,
     InferenceMix,
+    NodeFailureSpec,
     RecoverySpec,
     ServiceSpec,
     TrainingMix,
@@ -322,4 +323,23 @@ def test_a_victim_placed_again_during_the_grace_period_may_be_evicted_again(poli
     assert [e["jobs"] for e in s.preemption["events"]] == [["lo"], ["c", "lo"]]
     alloc = {t: gpus for t, gpus, _ in s.timeline}
     assert alloc[1100.0] == 6  # lo's two terminating pods and c's
+    assert not s.nominated and not [a for a in s.ledger.allocations() if "~" in a.key]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_nomination_whose_node_fails_during_the_grace_period_ends_and_the_preemptor_plans_again(policy):
+    """Three nodes held by a, b and c (priorities 0, 1, 2); hi (priority 5) evicts a at 1,000 s
+    and is nominated on a's node, which fails at 1,010 s (seen at 1,040 s). As live, the
+    nomination ends there: hi evicts b at once and starts when b's pod is gone (1,340 s),
+    not after waiting out a's grace period first (1,300 s) and then b's (1,600 s)."""
+    three = {"n1": "su0", "n2": "su0", "n3": "su0"}
+    jobs = (job("a", 1, 4, dur=9000), job("b", 1, 4, dur=9000, priority=1), job("c", 1, 4, dur=9000, priority=2),
+            job("hi", 1, 4, at=1000, dur=500, priority=5))
+    before = sim(three, WorkloadFile(jobs=jobs, failures=QUIET, recovery=RECOVERY), policy, hours=0.1)
+    (a_node,) = {p.node for p in before.jobs["a"].placed.values()}
+    wl = WorkloadFile(jobs=jobs, node_failures=(NodeFailureSpec(node=a_node, at_s=1010, repair_s=3000),),
+                      failures=QUIET, recovery=RECOVERY)
+    s = sim(three, wl, policy, hours=1.0, preemption=True, preemption_grace_s=300)
+    assert [(e["t"], e["jobs"]) for e in s.preemption["events"]] == [(1000.0, ["a"]), (1040.0, ["b"])]
+    assert jobs_by_name(s)["hi"]["startup_wait_s"] == pytest.approx(340.0)
     assert not s.nominated and not [a for a in s.ledger.allocations() if "~" in a.key]
