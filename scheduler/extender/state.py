@@ -45,7 +45,9 @@ class ClusterState(Protocol):
     def nominated_pods(self) -> list[dict[str, Any]]:
         """Pending pods with ``status.nominatedNodeName`` (preemptors waiting for their room)."""
 
-    def pending_group_pods(self, gang: str) -> list[dict[str, Any]]: ...
+    def pending_group_pods(self, gang: str) -> list[dict[str, Any]]:
+        """The pending members of ``gang``, less those bound here and not yet seen bound by the
+        watch (``bound_gang_members`` counts them)."""
 
     def group_object(self, ref: workloads.ObjectRef | None) -> dict[str, Any] | None: ...
 
@@ -201,7 +203,9 @@ class CacheState:
     def pending_group_pods(self, gang: str) -> list[dict[str, Any]]:
         with self._lock:
             out = []
-            for pod in self.cache.pending.values():
+            for key, pod in self.cache.pending.items():
+                if key in self.cache.assumed:
+                    continue  # bound by us, not yet seen bound by the watch: counted as bound
                 try:
                     ref = workloads.group_of(pod)
                 except workloads.WorkloadError:

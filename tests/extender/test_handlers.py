@@ -285,6 +285,23 @@ def test_an_elastic_gangs_later_pods_are_reserved_as_many_as_fit_next_to_its_bou
     assert run_filter(h, w3).node_names == []
 
 
+def test_a_member_bound_but_not_yet_seen_by_the_watch_is_counted_once(clock):
+    """w-0 was bound by the extender (assumed; the watch has not shown it bound yet) when the
+    reservation expired. The next reservation for w-1 counts w-0 as bound and gives it no slot
+    (it was counted both as pending and as bound, and got a second slot of 4 GPUs)."""
+    members = [gang_pod(f"w-{i}", "g", 2, 4) for i in range(2)]
+    h = make_handlers(cluster(), members, clock=clock, gang_timeout_s=60)
+    node = run_filter(h, members[0]).node_names[0]
+    assert run_bind(h, members[0], node).error == ""
+    clock.advance(61)
+    h.tick()
+    assert h.reservations.get("ml/g") is None
+    names = run_filter(h, members[1]).node_names
+    res = h.reservations.get("ml/g")
+    assert res is not None and [s.pod_key for s in res.slots] == ["ml/w-1"], res.slots
+    assert names
+
+
 def test_gang_waits_until_its_members_exist():
     h = make_handlers(cluster(), [gang_pod("w-1", "big", 3)])
     res = run_filter(h, gang_pod("w-0", "big", 3))
