@@ -271,6 +271,9 @@ class FailureHandler:
         if uid is None:
             log.info("not deleted (%s): the pod is gone or re-created since", why, extra={"pod": key})
             return False
+        if not sched.is_leader():  # (a gang rolled back after the lease was lost mid-binding)
+            log.info("not deleted (%s): this replica does not lead; the leader decides", why, extra={"pod": key})
+            return False
         if event is not None:
             sched.reporter.event(_pod_ref(sched, key, uid), "Warning", event[0], "Deleting", event[1], dedup=False)
         self.deleting[key] = _Deletion(uid, why)
@@ -288,10 +291,10 @@ class FailureHandler:
             self.deleting.pop(key, None)
             log.warning("could not delete a pod that is gone or re-created since: %s", err, extra={"pod": key})
             return
-        d.failures += 1
-        if err.reason == "NotLeader":
-            d.retry_at = self.clock()  # tried again only if this replica leads again
+        if err.reason == "NotLeader":  # the lease is gone: the leader decides about this pod
+            self.deleting.pop(key, None)
             return
+        d.failures += 1
         wait = min(DELETE_RETRY_S * 2 ** (d.failures - 1), DELETE_RETRY_MAX_S)
         d.retry_at = self.clock() + wait
         log.error("could not delete a pod (%s): %s; trying again in %.0fs", d.why, err, wait, extra={"pod": key})

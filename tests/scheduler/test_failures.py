@@ -254,26 +254,24 @@ def test_a_restarted_gangs_member_whose_deletion_is_refused_is_deleted_again_unt
     rig.s.cache.ledger.check_invariants()
 
 
-def test_a_deletion_refused_because_this_replica_no_longer_leads_waits_until_it_leads_again():
-    """The leader-guarded binder refuses with NotLeader: no event, and no retry while another
-    replica leads (the refusal here is injected as a 403; the loop is told it was NotLeader)."""
+def test_a_replica_that_no_longer_leads_deletes_nothing_and_leaves_the_pod_to_the_leader():
+    """A gang rolled back after the lease was lost, or a deletion refused with NotLeader: the pod
+    is not deleted, nor kept as being deleted (the leader sees a partly bound gang and decides)."""
     from scheduler.ports import KubeApiError
 
     rig = Rig(per_rack=2)
     start_gang(rig)
-    leading = [True]
+    leading = [False]
     rig.s.is_leader = lambda: leading[0]
-    rig.cluster.fail("default/g-0", 403, times=1, operation="delete")
-    leading[0] = False
-    rig.s.failures.delete(rig.s, "default/g-0", "a test")
-    rig.s.failures.deletion_failed(rig.s, "default/g-0", KubeApiError(0, "NotLeader", "lost the lease"))
-    rig.later(120)
-    assert "default/g-0" in rig.cluster.pods  # not tried again while not leading
-    assert rig.s.failures.being_deleted(rig.s.cache, "default/g-0")
+    assert not rig.s.failures.delete(rig.s, "default/g-0", "a test")
+    assert "default/g-0" in rig.cluster.pods and not rig.s.failures.being_deleted(rig.s.cache, "default/g-0")
     leading[0] = True
-    rig.later(1)
-    assert "default/g-0" not in rig.cluster.pods
-
+    rig.cluster.fail("default/g-1", 403, times=1, operation="delete")
+    assert rig.s.failures.delete(rig.s, "default/g-1", "a test")  # refused (403): a retry is due in 2 s
+    rig.s.failures.deletion_failed(rig.s, "default/g-1", KubeApiError(0, "NotLeader", "lost the lease"))
+    assert not rig.s.failures.being_deleted(rig.s.cache, "default/g-1")
+    rig.later(120)
+    assert {"default/g-0", "default/g-1"} <= set(rig.cluster.pods)  # nothing tried again
 
 def test_many_nodes_fail_at_once_every_gang_is_repaired():
     rig = Rig(per_rack=4)
