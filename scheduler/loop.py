@@ -905,6 +905,9 @@ class Scheduler:
         if err is None or err.is_not_found:
             return
         self._preempting.discard(key)
+        if err.is_conflict:  # the uid precondition: that victim is gone (a new pod has its name); its room comes
+            log.info("preemption victim already gone (re-created under its name)", extra={"pod": key})
+            return
         self._api_error("delete", err)
         log.error("could not delete a preemption victim: %s", err, extra={"pod": key})
         for unit_key, nom in list(self._nominations.items()):

@@ -82,6 +82,19 @@ def test_a_victim_whose_deletion_is_refused_ends_the_nomination_and_the_pod_plan
     rig.s.cache.ledger.check_invariants()
 
 
+def test_a_victim_already_gone_by_the_uid_precondition_keeps_the_nomination(rig):
+    """A 409 on the victim's delete is the uid precondition: that pod is gone (another has its
+    name now), so its room is coming and the preemptor keeps its nomination."""
+    from scheduler.ports import KubeApiError
+
+    rig.add(low("l0", 8), low("l1", 8))
+    rig.add(o.pod("hi", 8, priority=100))
+    (nom,) = rig.s._nominations.values()  # hi waits out its backoff, nominated
+    (victim,) = nom.victims
+    rig.s._on_victim_delete(victim, KubeApiError(409, "Conflict", "Precondition failed: UID in precondition"))
+    assert rig.s._nominations and rig.nominated("default/hi") is not None
+
+
 def test_a_victim_is_marked_disruption_target_before_it_is_deleted(rig):
     """kube-scheduler's DisruptionTarget condition, so a Job's podFailurePolicy can ignore preemptions."""
     seen: list[tuple[str, str, dict | None]] = []
