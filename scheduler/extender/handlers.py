@@ -657,8 +657,10 @@ class ExtenderHandlers:
             work = self._work(args.pod)
         except workloads.WorkloadError:
             work = None
-        if work is None or work.group is not None:
+        if work is None:
             return wire.ExtenderPreemptionResult(node_name_to_meta_victims=given)
+        if work.group is not None:
+            return wire.ExtenderPreemptionResult(node_name_to_meta_victims=self._member_victims(work, given))
         if not self.state.is_synced():  # GPUs in use may not be known yet: no preemption now
             return wire.ExtenderPreemptionResult(node_name_to_meta_victims={})
         with self._lock:
@@ -667,6 +669,19 @@ class ExtenderHandlers:
             if snap is None:
                 return wire.ExtenderPreemptionResult(node_name_to_meta_victims=given)
             return wire.ExtenderPreemptionResult(node_name_to_meta_victims=self._victims(work, snap, given))
+
+    def _member_victims(self, work: PodWork, given: dict[str, wire.MetaVictims]) -> dict[str, wire.MetaVictims]:
+        """A gang member: kube-scheduler's victims on the node its slot is reserved on, and no other
+        node (the filter passes only that node). Without a slot nothing is preempted: the gang is
+        placed whole or not at all, and victims chosen for one member, blind to GPUs and to the
+        other members, would be evicted for nothing."""
+        assert work.group is not None
+        with self._lock:
+            res = self.reservations.get(work.group.key)
+            slot = None if res is None else next((s for s in res.slots if s.pod_key == work.key), None)
+        if slot is None or slot.node not in given:
+            return {}
+        return {slot.node: given[slot.node]}
 
     def _victims(self, work: PodWork, snap: Snapshot, given: dict[str, wire.MetaVictims],
                  ) -> dict[str, wire.MetaVictims]:

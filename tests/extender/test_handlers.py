@@ -534,6 +534,23 @@ def test_preempt_drops_nodes_where_no_victims_would_do():
     assert out == {"ghost": ["u"]}  # n4 dropped; a node we do not know passes through
 
 
+def test_a_gang_member_preempts_nothing_without_a_slot_and_only_on_its_slots_node_with_one():
+    """kube-scheduler's per-pod victims cannot make room for a whole gang: a member of a gang that
+    does not fit gets no victims (they would be evicted for nothing); a member with a reserved
+    slot keeps kube-scheduler's victims on that node only."""
+    busy = [gpu_pod(f"b{i}", 8, node=n, on_gpus=tuple(range(8))) for i, n in enumerate(("n1", "n2", "n3"))]
+    h = make_handlers(cluster(), busy)
+    huge = [gang_pod(f"w-{i}", "huge", 2, priority=10) for i in range(2)]
+    assert run_filter(h, huge[0]).node_names == []
+    assert preempt(h, huge[0], {"n1": ["uid-ml-b0"], "n2": ["uid-ml-b1"]}) == {}
+    small = [gang_pod(f"s-{i}", "small", 2, 2, priority=10) for i in range(2)]
+    h = make_handlers(cluster(), small)
+    (node,) = run_filter(h, small[0]).node_names
+    other = next(n for n in ALL if n != node)
+    assert preempt(h, small[0], {node: ["x"], other: ["y"]}) == {node: ["x"]}
+    assert preempt(h, small[0], {other: ["y"]}) == {}
+
+
 # --- readiness --------------------------------------------------------------------------------------
 
 
