@@ -96,3 +96,26 @@ def test_node_recovers_and_nothing_moves_back(apiserver, schedulers):
     wait_for(lambda: events_for(apiserver, dead, "NodeRecovered"), what="NodeRecovered event")
     wait_for(lambda: not svc.scheduler.failures.failed, what="the node counted as recovered")
     assert bound_pods(apiserver)[new] == placed
+
+
+def test_a_refused_deletion_of_a_lost_member_is_tried_again_over_http(apiserver, schedulers, monkeypatch):
+    """The API server refuses the DELETE of the lost member twice (403, as RBAC would): toposched
+    says so once (DeleteFailed) and deletes it again until it is gone (retries every 0.2 s, 0.4 s
+    here instead of 2 s, 4 s)."""
+    from scheduler import failures
+
+    monkeypatch.setattr(failures, "DELETE_RETRY_S", 0.2)
+    add_nodes(apiserver)
+    start(schedulers)
+    for p in o.our_gang("llm", 2, 8, required_level="rack"):
+        apiserver.store.create("pods", p)
+    bound = wait_for(lambda: len(bound_pods(apiserver)) == 2 and bound_pods(apiserver), what="gang bound")
+    victim = "llm-1"
+    apiserver.store.fail_next("DELETE", rf"/pods/{victim}$", 403, times=2, message="forbidden for a moment")
+    set_ready(apiserver, bound[victim], "Unknown")
+    (ev,) = wait_for(lambda: events_for(apiserver, victim, "DeleteFailed"), what="DeleteFailed event")
+    note = ev.get("note") or ev.get("message")
+    assert note.startswith(f"toposched could not delete this pod (lost on failed node {bound[victim]}): ")
+    assert "403" in note and note.endswith("it tries again until the pod is gone")
+    wait_for(lambda: apiserver.store.get("pods", victim) is None, timeout_s=20, what="the lost member deleted at last")
+    assert len(events_for(apiserver, victim, "DeleteFailed")) == 1
