@@ -216,6 +216,7 @@ class TimeSim:
         # preemptors waiting for their victims to terminate, by request name: the nodes of the plan
         # and the ledger keys of the room held for them
         self.nominated: dict[str, _Nomination] = {}
+        self.terminating: dict[str, int] = {}  # preemption victims' pods in their grace period: key -> node
         self.terminations = 0  # victims' pods that terminated or terminate (numbers their ledger keys)
 
     # ----------------------------------------------------------------- bookkeeping
@@ -429,6 +430,8 @@ class TimeSim:
             # its victims there never finish terminating: it plans again at once, as live
             self._end_nomination(request)
             self._kick()
+        for k in [k for k, n in self.terminating.items() if n == node]:
+            self._terminated(k)  # lost with the node, like the pods running there
         recreate = self.wl.failures.recreate_s
         for js in list(self.jobs.values()):
             lost = [p for p in js.placed.values() if p.node_index == node]
@@ -718,6 +721,7 @@ class TimeSim:
             self.ledger.assume(replace(a, key=k, gang=None, owner=None))
             self.ledger.confirm(k)
             self.alloc_gpus += len(a.gpus) if a.gpu_milli >= GPU_MILLI else 0
+            self.terminating[k] = a.node
             keys.append(k)
         nom = _Nomination({p.node_index for p in plan.placements}, self._hold_for(plan, victims))
         self.nominated[plan.request] = nom
@@ -725,10 +729,8 @@ class TimeSim:
 
         def gone(lp: EventLoop) -> None:
             for k in keys:
-                a = self.ledger.get(k)
-                assert a is not None
-                self.ledger.release(k)
-                self.alloc_gpus -= len(a.gpus) if a.gpu_milli >= GPU_MILLI else 0
+                if k in self.terminating:  # (else released with its node, _detect)
+                    self._terminated(k)
             if self.nominated.get(plan.request) is nom:  # (not ended early and nominated again)
                 self._end_nomination(plan.request)
             self.free_epoch += 1
@@ -736,6 +738,14 @@ class TimeSim:
             self._kick()
 
         self.loop.schedule(self.loop.now + grace, gone, P_DONE)
+
+    def _terminated(self, key: str) -> None:
+        """A victim's terminating pod is gone: its resources are free."""
+        del self.terminating[key]
+        a = self.ledger.get(key)
+        assert a is not None
+        self.ledger.release(key)
+        self.alloc_gpus -= len(a.gpus) if a.gpu_milli >= GPU_MILLI else 0
 
     def _end_nomination(self, request: str) -> None:
         """The preemptor's held room is released; it may preempt again."""

@@ -343,3 +343,7 @@ def test_a_nomination_whose_node_fails_during_the_grace_period_ends_and_the_pree
     assert [(e["t"], e["jobs"]) for e in s.preemption["events"]] == [(1000.0, ["a"]), (1040.0, ["b"])]
     assert jobs_by_name(s)["hi"]["startup_wait_s"] == pytest.approx(340.0)
     assert not s.nominated and not [a for a in s.ledger.allocations() if "~" in a.key]
+    # a's terminating pod is lost with its node at 1,040 s, like the pods running there: from then
+    # on the allocation counts b's terminating pod and c (8 GPUs), not a's too
+    alloc = {t: gpus for t, gpus, _ in s.timeline}
+    assert alloc[1000.0] == 12 and alloc[1040.0] == 8
