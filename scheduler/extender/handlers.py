@@ -627,6 +627,11 @@ class ExtenderHandlers:
         node = None if snap is None else snap.arrays.node_index.get(node_name)
         if snap is None or node is None:
             raise _NoFit(f"node {node_name} is not in toposched's cache")
+        if slot is None and group is not None:
+            # a member binds only into its gang's placement, never on its own (the gang waits for
+            # members, does not fit, or its reservation expired since this member's filter)
+            raise _NoFit(f"gang {group} has no slot reserved for {work.key} (it waits for members, does not fit, "
+                         "or its reservation expired); schedule it again")
         if slot is not None:
             if slot.node != node_name:
                 raise _NoFit(f"gang {group} reserved node {slot.node} for {work.key}, not {node_name}")

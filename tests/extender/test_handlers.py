@@ -379,6 +379,27 @@ def test_reservation_not_bound_in_time_is_released_with_an_event(clock):
     assert run_filter(h, gpu_pod("other", 8), ["n1", "n2"]).node_names == ["n1", "n2"]
 
 
+def test_a_gang_member_without_a_reserved_slot_is_not_bound_alone(clock):
+    """Found by tests/extender/test_props.py. A member binds only into its gang's placement: while
+    the gang waits for members, or after its reservation expired between the member's filter and
+    its bind, bind refuses (it bound the member on its own, outside any gang placement: one member
+    of an all-or-nothing gang running alone, its required rack chosen by that one pod)."""
+    members = [gang_pod(f"w-{i}", "pair", 2, gpus=4) for i in range(2)]
+    h = make_handlers(cluster(), members[:1], clock=clock, gang_timeout_s=60)
+    assert "waiting for members" in run_filter(h, members[0]).failed_nodes["n1"]
+    res = run_bind(h, members[0], "n1")
+    assert "no slot reserved for ml/w-0" in res.error
+    assert h.binder.bound == {} and not h.state.holds("ml/w-0")
+    h.state.apply("pods", "ADDED", members[1])
+    node = run_filter(h, members[0]).node_names[0]
+    clock.advance(61)
+    h.tick()  # the reservation expires before kube-scheduler's bind arrives
+    assert "no slot reserved for ml/w-0" in run_bind(h, members[0], node).error
+    assert h.binder.bound == {}
+    node = run_filter(h, members[0]).node_names[0]  # placed again, as a gang
+    assert run_bind(h, members[0], node).error == ""
+
+
 # --- bind ------------------------------------------------------------------------------------------
 
 
