@@ -450,7 +450,9 @@ class ExtenderHandlers:
         def free(s: Slot) -> bool:
             return s.pod_uid is None and s.index not in res.counted and _same_shape(s, work.shape)
 
-        mine = next((s for s in res.slots if s.pod_key == work.key), None)
+        # a slot named for this pod's key but of another shape was placed for an earlier pod of that
+        # name (deleted and re-created with other resources): not this pod's
+        mine = next((s for s in res.slots if s.pod_key == work.key and _same_shape(s, work.shape)), None)
         if mine is not None and mine.node not in names and mine.index not in res.counted:
             swap = next((s for s in res.slots if s is not mine and free(s) and s.node in names), None)
             if swap is not None:
@@ -622,7 +624,8 @@ class ExtenderHandlers:
         """The GPUs ``work`` gets on ``node_name``: its gang slot, its hold, or the best set now."""
         group = work.group.key if work.group is not None else None
         res = self.reservations.get(group) if group is not None else None
-        slot = None if res is None else next((s for s in res.slots if s.pod_key == work.key), None)
+        slot = None if res is None else next(
+            (s for s in res.slots if s.pod_key == work.key and _same_shape(s, work.shape)), None)
         snap = self._snapshot(skip_uid=work.uid, priority=work.request.priority)
         node = None if snap is None else snap.arrays.node_index.get(node_name)
         if snap is None or node is None:

@@ -400,6 +400,28 @@ def test_a_gang_member_without_a_reserved_slot_is_not_bound_alone(clock):
     assert run_bind(h, members[0], node).error == ""
 
 
+def test_a_member_recreated_with_another_shape_does_not_take_its_old_slot(clock):
+    """Found by tests/extender/test_props.py. w-0 was reserved a 2-GPU slot, then deleted and
+    re-created under its name asking for 1 GPU: it is not admitted to (nor bound into) the old
+    slot, which would have given it 2 GPUs in its annotations and the ledger; once the
+    reservation expires the gang is placed again for the pods as they are now."""
+    members = [gang_pod(f"w-{i}", "pair", 2, gpus=2) for i in range(2)]
+    h = make_handlers(cluster(), members, clock=clock, gang_timeout_s=60)
+    node = run_filter(h, members[0]).node_names[0]
+    h.state.apply("pods", "DELETED", members[0])
+    smaller = gang_pod("w-0", "pair", 2, gpus=1)
+    smaller["metadata"]["uid"] = "uid-new"
+    h.state.apply("pods", "ADDED", smaller)
+    assert run_filter(h, smaller).node_names == []
+    assert run_bind(h, smaller, node).error
+    assert h.binder.bound == {} and not h.state.holds("ml/w-0")
+    clock.advance(61)
+    h.tick()
+    node = run_filter(h, smaller).node_names[0]
+    assert run_bind(h, smaller, node).error == ""
+    assert len(h.binder.annotations["ml/w-0"]["toposched.io/gpus"].split(",")) == 1
+
+
 # --- bind ------------------------------------------------------------------------------------------
 
 
