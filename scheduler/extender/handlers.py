@@ -218,8 +218,8 @@ class ExtenderHandlers:
             if now >= h.expires_s or self.state.holds(h.key):
                 del self._holds[uid]
         for uid, w in list(self._pending.items()):
-            if now - w.seen_s > PENDING_TTL_S or self.state.holds(w.key):
-                del self._pending[uid]
+            if now - w.seen_s > PENDING_TTL_S or self.state.holds(w.key) or self.state.is_gone(uid):
+                del self._pending[uid]  # (a deleted gang member must not count towards its gang)
 
     def _report_expired(self, res: Any) -> None:
         bound = len(res.counted)

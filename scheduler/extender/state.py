@@ -11,6 +11,7 @@ interface the handlers use; tests build a ``CacheState`` from Node/Pod dicts.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -21,6 +22,8 @@ from scheduler.cache import GROUP_KINDS, PDB_RESOURCE, ClusterCache
 from scheduler.ledger import Allocation, LedgerError
 from scheduler.snapshot import Snapshot
 from scheduler.workloads.disruption import Budget
+
+GONE_UIDS = 10_000  # deleted pods' uids remembered (the handlers drop what they noted of them)
 
 
 class ClusterState(Protocol):
@@ -35,6 +38,9 @@ class ClusterState(Protocol):
 
     def holds(self, key: str) -> bool:
         """The ledger counts pod ``key`` (assumed or bound)."""
+
+    def is_gone(self, uid: str) -> bool:
+        """The watch showed the pod of this uid deleted (recently: the last ``GONE_UIDS`` deletions)."""
 
     def assume(self, key: str, placement: Placement, gang: str | None) -> None: ...
 
@@ -71,6 +77,7 @@ class CacheState:
         self.cache = cache
         self._lock = threading.RLock()
         self._priority: dict[str, tuple[str, int]] = {}  # bound pod key -> (uid, priority)
+        self._gone: OrderedDict[str, None] = OrderedDict()  # uids of pods the watch showed deleted
         self._synced = threading.Event()
         self._sources: list[threading.Event] = []
 
@@ -94,6 +101,11 @@ class CacheState:
             if resource == "nodes":
                 self.cache.replace_nodes(items)
             elif resource == "pods":
+                uids = {str((p.get("metadata") or {}).get("uid") or "") for p in items}
+                for pod in self.cache.pending.values():
+                    uid = str((pod.get("metadata") or {}).get("uid") or "")
+                    if uid and uid not in uids:
+                        self._forget_uid(uid)
                 self.cache.replace_pods(items)
                 self._priority = {}
                 for pod in items:
@@ -116,6 +128,9 @@ class CacheState:
                 if type_ == "DELETED":
                     self.cache.delete_pod(key)
                     self._priority.pop(key, None)
+                    uid = str((obj.get("metadata") or {}).get("uid") or "")
+                    if uid:
+                        self._forget_uid(uid)
                 else:
                     self.cache.upsert_pod(obj)
                     self._note(obj)
@@ -129,6 +144,15 @@ class CacheState:
                     self.cache.delete_budget(obj)
                 else:
                     self.cache.upsert_budget(obj)
+
+    def _forget_uid(self, uid: str) -> None:
+        self._gone[uid] = None
+        if len(self._gone) > GONE_UIDS:
+            self._gone.popitem(last=False)
+
+    def is_gone(self, uid: str) -> bool:
+        with self._lock:
+            return uid in self._gone
 
     def _note(self, pod: Mapping[str, Any]) -> None:
         key = workloads.pod_key(pod)

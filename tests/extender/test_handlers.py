@@ -302,6 +302,21 @@ def test_a_member_bound_but_not_yet_seen_by_the_watch_is_counted_once(clock):
     assert names
 
 
+def test_a_member_deleted_after_its_filter_is_not_counted_when_the_gang_is_placed_again(clock):
+    """w-1's filter reserved the gang; nothing bound before the reservation expired, and w-1 was then
+    deleted for good. When w-0 is filtered, the gang has one member: it waits (it was placed
+    with a slot for w-1, remembered from its filter, and w-0 would have run alone)."""
+    members = [gang_pod(f"w-{i}", "g", 2, 4) for i in range(2)]
+    h = make_handlers(cluster(), members, clock=clock, gang_timeout_s=60)
+    assert run_filter(h, members[1]).node_names
+    clock.advance(61)
+    h.tick()
+    h.state.apply("pods", "DELETED", members[1])
+    res = run_filter(h, members[0])
+    assert res.node_names == [] and h.reservations.get("ml/g") is None
+    assert "waiting for members (1 of 2 exist)" in res.failed_nodes["n1"]
+
+
 def test_gang_waits_until_its_members_exist():
     h = make_handlers(cluster(), [gang_pod("w-1", "big", 3)])
     res = run_filter(h, gang_pod("w-0", "big", 3))
