@@ -153,14 +153,7 @@ class _Run:
             if slice_mode and lvl == p.slice_level:
                 ids = np.arange(self.next_slice, self.next_slice + share)
                 self.next_slice += share
-                self.slice_dom[ids] = uniq[c]
-                need = p.comp[ids].sum(axis=0)
-                if lvl == p.host:
-                    self.counts[uniq[c]] += need
-                    if not p.fits(np.array([uniq[c]]), self.counts):
-                        return False
-                    continue
-                if not self.descend(lvl + 1, sub, int(need[p.primary]), False, need):
+                if not self.settle_slices(lvl, int(uniq[c]), sub, ids):
                     return False
             elif lvl == p.host:
                 self.counts[uniq[c], p.primary] += share
@@ -304,16 +297,20 @@ class _Run:
                 if not self.descend_typed(lvl + 1, sub, share):
                     return False
                 continue
-            ids = self.take_ids(share)
-            self.slice_dom[ids] = uniq[c]
-            need = p.comp[ids].sum(axis=0)
-            if lvl == p.host:
-                self.counts[uniq[c]] += need
-                if not p.fits(np.array([uniq[c]]), self.counts):
-                    return False
-            elif not self.descend(lvl + 1, sub, int(need[p.primary]), False, need):
+            if not self.settle_slices(lvl, int(uniq[c]), sub, self.take_ids(share)):
                 return False
         return True
+
+    def settle_slices(self, lvl: int, dom: int, sub: np.ndarray, ids: np.ndarray) -> bool:
+        """Slices ``ids`` go to slice-domain ``dom`` (its nodes ``sub``): counted on the node at the
+        host level, else their members descend into it. False when they do not fit."""
+        p = self.prob
+        self.slice_dom[ids] = dom
+        need = p.comp[ids].sum(axis=0)
+        if lvl == p.host:
+            self.counts[dom] += need
+            return bool(p.fits(np.array([dom]), self.counts))
+        return self.descend(lvl + 1, sub, int(need[p.primary]), False, need)
 
     def distance(self, region: np.ndarray) -> np.ndarray:
         """0 for used nodes, else how many levels up the region node first meets a used one."""
