@@ -470,16 +470,25 @@ def busy(rig: Rig, name: str, node: str, gpus: int) -> None:
     bind_directly(rig, o.pod(name, gpus), node)
 
 
+def partly_bound(rig: Rig, size: int, on: tuple[str, ...], gpus: int = 8, **ann: str) -> list[dict]:
+    """Gang ``g`` of ``size`` members: the first ones bound directly on the nodes ``on``, the rest
+    pending; the loop then runs."""
+    pods = o.our_gang("g", size, gpus, **ann)
+    for pod, node in zip(pods, on, strict=False):
+        bind_directly(rig, pod, node)
+    for pod in pods[len(on):]:
+        rig.cluster.add_pod(pod)
+    rig.run()
+    return pods
+
+
 def test_a_partly_bound_gang_is_completed_in_its_bound_members_rack():
     """g-0 was bound to n4 (rack r1) by a leader that then stopped. Rack r0 is the tighter fit for
     one 8-GPU pod (12 free GPUs against 16), but the gang must stay in one rack: g-1 goes to r1."""
     rig = Rig()
     busy(rig, "busy-0", "n0", 4)
     busy(rig, "busy-1", "n1", 8)
-    pods = o.our_gang("g", 2, 8, required_level="rack")
-    bind_directly(rig, pods[0], "n4")
-    rig.cluster.add_pod(pods[1])
-    rig.run()
+    partly_bound(rig, 2, ("n4",), required_level="rack")
     now = rig.cluster.bound()
     assert now["default/g-0"] == "n4" and rig.rack(now["default/g-1"]) == "r1"
     assert rig.s.failures.completed == 1
@@ -492,10 +501,7 @@ def test_a_partly_bound_gang_short_of_its_minimum_restarts_when_the_rest_does_no
     rig = Rig()
     busy(rig, "busy-3", "n3", 8)
     busy(rig, "busy-5", "n5", 8)
-    pods = o.our_gang("g", 2, 8, required_level="rack")
-    bind_directly(rig, pods[0], "n4")
-    rig.cluster.add_pod(pods[1])
-    rig.run()
+    pods = partly_bound(rig, 2, ("n4",), required_level="rack")
     assert "default/g-0" not in rig.cluster.pods
     (note,) = rig.notes("default/g-0", "GangRestart")
     assert note.startswith("Deleted by toposched: gang default/g has 1 bound members, short of its minimum 2, and "
@@ -512,11 +518,7 @@ def test_an_elastic_gangs_later_pods_wait_for_room_next_to_its_running_members()
     r1 and waits, while the running members stay (they already make the minimum)."""
     rig = Rig()
     busy(rig, "busy-5", "n5", 8)
-    pods = o.our_gang("g", 3, 8, required_level="rack", gang_min_members="2")
-    bind_directly(rig, pods[0], "n3")
-    bind_directly(rig, pods[1], "n4")
-    rig.cluster.add_pod(pods[2])
-    rig.run()
+    partly_bound(rig, 3, ("n3", "n4"), required_level="rack", gang_min_members="2")
     assert "default/g-2" not in rig.cluster.bound()
     assert rig.cluster.bound()["default/g-0"] == "n3" and rig.cluster.bound()["default/g-1"] == "n4"
     (note,) = {e.note for e in rig.events.for_object("default/g-2", "FailedScheduling")}
@@ -574,12 +576,7 @@ def test_an_elastic_gangs_later_pods_take_the_room_there_is_next_to_its_running_
     """An elastic gang (min 2 of 4) runs with two members in rack r1; of its two later pods one fits
     there (n5): it is placed, the other waits (they were completed all or nothing, so both waited)."""
     rig = Rig()
-    pods = o.our_gang("g", 4, 8, required_level="rack", gang_min_members="2")
-    bind_directly(rig, pods[0], "n3")
-    bind_directly(rig, pods[1], "n4")
-    rig.cluster.add_pod(pods[2])
-    rig.cluster.add_pod(pods[3])
-    rig.run()
+    partly_bound(rig, 4, ("n3", "n4"), required_level="rack", gang_min_members="2")
     now = rig.cluster.bound()
     assert now["default/g-2"] == "n5" and "default/g-3" not in now
     (note,) = rig.notes("default/g-3", "FailedScheduling")
@@ -591,11 +588,7 @@ def test_a_partly_bound_gang_reaching_its_minimum_next_to_its_bound_member_is_no
     """A gang of four, min 3, has g-0 bound on n3; rack r1 has room for two more (n4, n5), which
     makes the minimum: they are placed and g-0 runs on (it was deleted because all three did not fit)."""
     rig = Rig()
-    pods = o.our_gang("g", 4, 8, required_level="rack", gang_min_members="3")
-    bind_directly(rig, pods[0], "n3")
-    for p in pods[1:]:
-        rig.cluster.add_pod(p)
-    rig.run()
+    partly_bound(rig, 4, ("n3",), required_level="rack", gang_min_members="3")
     now = rig.cluster.bound()
     assert now["default/g-0"] == "n3" and {now["default/g-1"], now["default/g-2"]} == {"n4", "n5"}
     assert "default/g-3" not in now and not rig.notes("default/g-0", "GangRestart")
@@ -608,12 +601,7 @@ def test_an_elastic_sliced_gangs_later_pods_are_placed_in_whole_slices():
     whole slice fits (rack r0); the second would need two nodes of one rack and only n2 and n5 are
     left: it waits whole, never one member alone."""
     rig = Rig()
-    pods = o.our_gang("g", 6, 8, slice_size="2", slice_level="rack", gang_min_members="2")
-    bind_directly(rig, pods[0], "n3")
-    bind_directly(rig, pods[1], "n4")
-    for p in pods[2:]:
-        rig.cluster.add_pod(p)
-    rig.run()
+    partly_bound(rig, 6, ("n3", "n4"), slice_size="2", slice_level="rack", gang_min_members="2")
     now = {k: n for k, n in rig.cluster.bound().items() if k not in ("default/g-0", "default/g-1")}
     assert len(now) == 2 and {rig.rack(n) for n in now.values()} == {"r0"}
     assert rig.s.failures.restarted == 0
@@ -626,11 +614,7 @@ def test_a_member_bound_to_a_node_toposched_does_not_know_counts_towards_the_min
     rig = Rig()
     busy(rig, "busy-4", "n4", 8)
     busy(rig, "busy-5", "n5", 8)
-    pods = o.our_gang("g", 3, 8, required_level="rack", gang_min_members="2")
-    bind_directly(rig, pods[0], "x")
-    bind_directly(rig, pods[1], "n3")
-    rig.cluster.add_pod(pods[2])
-    rig.run()
+    partly_bound(rig, 3, ("x", "n3"), required_level="rack", gang_min_members="2")
     assert rig.cluster.bound()["default/g-1"] == "n3" and rig.s.failures.restarted == 0
     (note,) = rig.notes("default/g-2", "FailedScheduling")
     assert note.startswith("gang default/g: 2 members are bound; the rest do not fit next to them (")
@@ -642,11 +626,7 @@ def test_a_restarted_gang_loses_its_member_on_a_node_toposched_does_not_know_too
     rig = Rig()
     busy(rig, "busy-4", "n4", 8)
     busy(rig, "busy-5", "n5", 8)
-    pods = o.our_gang("g", 3, 8, required_level="rack")
-    bind_directly(rig, pods[0], "x")
-    bind_directly(rig, pods[1], "n3")
-    rig.cluster.add_pod(pods[2])
-    rig.run()
+    partly_bound(rig, 3, ("x", "n3"), required_level="rack")
     assert "default/g-0" not in rig.cluster.pods and "default/g-1" not in rig.cluster.pods
     for key in ("default/g-0", "default/g-1"):
         (note,) = rig.notes(key, "GangRestart")
