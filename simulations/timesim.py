@@ -720,7 +720,7 @@ class TimeSim:
             k = f"{a.key}~terminating~{self.terminations}"
             self.ledger.assume(replace(a, key=k, gang=None, owner=None))
             self.ledger.confirm(k)
-            self.alloc_gpus += len(a.gpus) if a.gpu_milli >= GPU_MILLI else 0
+            self.alloc_gpus += _whole(a)
             self.terminating[k] = a.node
             keys.append(k)
         nom = _Nomination({p.node_index for p in plan.placements}, self._hold_for(plan, victims))
@@ -745,7 +745,7 @@ class TimeSim:
         a = self.ledger.get(key)
         assert a is not None
         self.ledger.release(key)
-        self.alloc_gpus -= len(a.gpus) if a.gpu_milli >= GPU_MILLI else 0
+        self.alloc_gpus -= _whole(a)
 
     def _end_nomination(self, request: str) -> None:
         """The preemptor's held room is released; it may preempt again."""
@@ -994,7 +994,8 @@ class TimeSim:
                          preemption)
 
 
-def _whole(p: Placement) -> int:
+def _whole(p: Placement | Allocation) -> int:
+    """Whole GPUs held (a share of one GPU counts none)."""
     return len(p.gpus) if p.gpu_milli >= GPU_MILLI else 0
 
 
